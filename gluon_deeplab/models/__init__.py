@@ -1,0 +1,17 @@
+"""Model blocks: dilated ResNet-v2 backbones, ASPP / Vortex heads, DeepLabV3."""
+
+from .deeplab import DeepLabV3, build_model, canonical_head_name, freeze_batchnorm_parameters
+from .heads import ASPP, ASPPPooling, FCNHead, VortexBranch, VortexPooling
+from .resnet_v2 import (
+    RESNET_V2_SPECS,
+    ResNetV2Backbone,
+    build_backbone,
+    canonical_backbone_name,
+    load_pretrained_backbone,
+)
+
+__all__ = [
+    "ASPP", "ASPPPooling", "DeepLabV3", "FCNHead", "RESNET_V2_SPECS", "ResNetV2Backbone",
+    "VortexBranch", "VortexPooling", "build_backbone", "build_model", "canonical_backbone_name",
+    "canonical_head_name", "freeze_batchnorm_parameters", "load_pretrained_backbone",
+]
