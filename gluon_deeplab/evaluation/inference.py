@@ -1,0 +1,210 @@
+"""Inference on whole images: multi-scale, flip, sliding window, and split evaluation.
+
+Every image is run at its own size (no padding, nothing dropped). Images of a split are
+spread round-robin over all contexts; MXNet runs the queued work of different devices at
+the same time and the results are only read back once every device has its image.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import mxnet as mx
+import numpy as np
+from tqdm import tqdm
+
+from .colormap import save_mask
+from .metrics import ConfusionMatrix
+
+FUSIONS = ("mean", "max")
+# Fraction of a crop that consecutive sliding windows share.
+WINDOW_OVERLAP = 1.0 / 3.0
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+CropSize = Union[int, Tuple[int, int], None]
+
+
+def _pair(crop_size: CropSize) -> Optional[Tuple[int, int]]:
+    if crop_size is None:
+        return None
+    if isinstance(crop_size, int):
+        crop_size = (crop_size, crop_size)
+    h, w = (int(v) for v in crop_size)
+    if h < 1 or w < 1:
+        raise ValueError(f"crop_size must be positive, got {crop_size}")
+    return h, w
+
+
+def _logits(net: Callable, x: mx.nd.NDArray) -> mx.nd.NDArray:
+    out = net(x)
+    return out[0] if isinstance(out, (list, tuple)) else out
+
+
+def _window_starts(size: int, crop: int) -> List[int]:
+    """Start offsets of windows of length ``crop`` covering ``size`` with overlap."""
+    if size <= crop:
+        return [0]
+    stride = max(1, int(math.ceil(crop * (1.0 - WINDOW_OVERLAP))))
+    count = int(math.ceil((size - crop) / stride)) + 1
+    return sorted({min(i * stride, size - crop) for i in range(count)})
+
+
+def _softmax_windowed(net: Callable, x: mx.nd.NDArray,
+                      crop: Optional[Tuple[int, int]]) -> mx.nd.NDArray:
+    """Softmax probabilities 1 x C x H x W; windows of ``crop`` averaged where they overlap."""
+    _, _, h, w = x.shape
+    if crop is None or (h <= crop[0] and w <= crop[1]):
+        return mx.nd.softmax(_logits(net, x), axis=1)
+    ch, cw = min(crop[0], h), min(crop[1], w)
+    total: Optional[mx.nd.NDArray] = None
+    count = np.zeros((h, w), dtype=np.float32)
+    for top in _window_starts(h, ch):
+        for left in _window_starts(w, cw):
+            window = x[:, :, top:top + ch, left:left + cw]
+            prob = mx.nd.softmax(_logits(net, window), axis=1)
+            if total is None:
+                total = mx.nd.zeros((1, prob.shape[1], h, w), ctx=x.context)
+            total[:, :, top:top + ch, left:left + cw] += prob
+            count[top:top + ch, left:left + cw] += 1
+    return total / mx.nd.array(count, ctx=x.context).reshape((1, 1, h, w))
+
+
+def _resize(x: mx.nd.NDArray, height: int, width: int) -> mx.nd.NDArray:
+    if x.shape[2] == height and x.shape[3] == width:
+        return x
+    return mx.nd.contrib.BilinearResize2D(x, height=height, width=width)
+
+
+def predict_probabilities_nd(net: Callable, image: mx.nd.NDArray, ctx: mx.Context,
+                             scales: Sequence[float] = (1.0,), flip: bool = False,
+                             fusion: str = "mean", crop_size: CropSize = None) -> mx.nd.NDArray:
+    """Like :func:`predict_probabilities` but returns a C x H x W NDArray on ``ctx`` without
+    waiting for the result (so several devices can be kept busy)."""
+    if fusion not in FUSIONS:
+        raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
+    if not scales:
+        raise ValueError("scales must hold at least one scale")
+    if any(float(s) <= 0 for s in scales):
+        raise ValueError(f"scales must be positive, got {tuple(scales)}")
+    if image.ndim != 3 or image.shape[0] != 3:
+        raise ValueError(f"image must be a normalized 3 x H x W array, got shape {image.shape}")
+    crop = _pair(crop_size)
+    x = image.as_in_context(ctx).astype("float32").expand_dims(0)
+    _, _, h, w = x.shape
+    fused: Optional[mx.nd.NDArray] = None
+    n = 0
+    for scale in scales:
+        sh, sw = max(1, int(round(h * float(scale)))), max(1, int(round(w * float(scale))))
+        xs = _resize(x, sh, sw)
+        inputs = [(xs, False)] + ([(xs.flip(axis=3), True)] if flip else [])
+        for xi, flipped in inputs:
+            prob = _softmax_windowed(net, xi, crop)
+            if flipped:
+                prob = prob.flip(axis=3)
+            prob = _resize(prob, h, w)
+            if fused is None:
+                fused = prob
+            elif fusion == "mean":
+                fused = fused + prob
+            else:
+                fused = mx.nd.maximum(fused, prob)
+            n += 1
+    if fusion == "mean":
+        fused = fused / n
+    else:  # max fusion: renormalize so the result is still a distribution per pixel
+        fused = fused / fused.sum(axis=1, keepdims=True)
+    return fused[0]
+
+
+def predict_probabilities(net: Callable, image: mx.nd.NDArray, ctx: mx.Context,
+                          scales: Sequence[float] = (1.0,), flip: bool = False,
+                          fusion: str = "mean", crop_size: CropSize = None) -> np.ndarray:
+    """Softmax probabilities (float32 C x H x W) for one normalized 3 x H x W image.
+
+    Each scale resizes the image bilinearly, optionally adds its horizontal mirror, runs the
+    net (by overlapping ``crop_size`` windows when the scaled image is larger than that) and
+    resizes the probabilities back to H x W; the results are fused by their ``mean`` or
+    per-pixel ``max``.
+    """
+    return predict_probabilities_nd(net, image, ctx, scales, flip, fusion,
+                                    crop_size).asnumpy().astype(np.float32)
+
+
+def denormalize(image: mx.nd.NDArray) -> np.ndarray:
+    """The uint8 H x W x 3 RGB image behind a normalized 3 x H x W array."""
+    arr = image.asnumpy().transpose(1, 2, 0)
+    arr = arr * np.asarray(IMAGENET_STD) + np.asarray(IMAGENET_MEAN)
+    return np.clip(np.round(arr * 255.0), 0, 255).astype(np.uint8)
+
+
+def _image_id(dataset: Any, index: int) -> str:
+    ids = getattr(dataset, "ids", None)
+    return str(ids[index]) if ids is not None else f"{index:06d}"
+
+
+def _check_contexts(net: Any, ctxs: Sequence[mx.Context]) -> None:
+    if not hasattr(net, "collect_params"):
+        return
+    params = list(net.collect_params().values())
+    have = set(params[0].list_ctx()) if params else set(ctxs)
+    missing = [str(c) for c in ctxs if c not in have]
+    if missing:
+        raise ValueError(f"the model's parameters live on {sorted(map(str, have))}, not on "
+                         f"{missing}; build or load it with ctx= every evaluation context")
+
+
+def evaluate(net: Callable, dataset: Any, ctxs: Union[mx.Context, Sequence[mx.Context]],
+             scales: Sequence[float] = (1.0,), flip: bool = False, fusion: str = "mean",
+             crf: Optional[Callable[[np.ndarray, np.ndarray], np.ndarray]] = None,
+             progress: bool = True, max_images: Optional[int] = None,
+             save_dir: Optional[str] = None, crop_size: CropSize = None,
+             num_classes: Optional[int] = None,
+             ignore_label: Optional[int] = None) -> Tuple[Dict[str, Any], ConfusionMatrix]:
+    """Evaluate ``net`` on every image of a 'val'-mode dataset; one confusion matrix.
+
+    ``dataset[i]`` gives (normalized 3 x H x W image, H x W label). ``crf`` is a callable
+    ``(rgb uint8 H x W x 3, probabilities C x H x W) -> probabilities`` (e.g.
+    :class:`gluon_deeplab.evaluation.crf.DenseCRF`). ``save_dir`` receives one palette PNG
+    per image named after its id. Returns (metrics, confusion matrix).
+    """
+    ctxs = [ctxs] if isinstance(ctxs, mx.Context) else list(ctxs)
+    if not ctxs:
+        raise ValueError("evaluate needs at least one context")
+    num_classes = num_classes or getattr(dataset, "num_classes", None) or net.num_classes
+    if ignore_label is None:
+        ignore_label = getattr(dataset, "ignore_label", 255)
+    net_classes = getattr(net, "num_classes", None)
+    if net_classes is not None and net_classes != num_classes:
+        raise ValueError(f"the model predicts {net_classes} classes but the dataset has "
+                         f"{num_classes}")
+    _check_contexts(net, ctxs)
+    confusion = ConfusionMatrix(num_classes, ignore_label)
+    total = len(dataset) if max_images is None else min(len(dataset), int(max_images))
+    bar = tqdm(total=total, desc="evaluate", unit="img", disable=not progress, leave=False)
+    try:
+        for first in range(0, total, len(ctxs)):
+            indices = range(first, min(first + len(ctxs), total))
+            queued = []
+            for index, ctx in zip(indices, ctxs):
+                image, label = dataset[index]
+                prob = predict_probabilities_nd(net, image, ctx, scales, flip, fusion,
+                                                crop_size)
+                queued.append((index, image, label,
+                               prob if crf else mx.nd.argmax(prob, axis=0)))
+            for index, image, label, out in queued:
+                if crf:
+                    pred = crf(denormalize(image), out.asnumpy()).argmax(axis=0)
+                else:
+                    pred = out.asnumpy()
+                pred = pred.astype(np.int64)
+                label = label.asnumpy() if isinstance(label, mx.nd.NDArray) else label
+                confusion.update(pred, np.asarray(label).astype(np.int64))
+                if save_dir:
+                    save_mask(pred, os.path.join(save_dir, _image_id(dataset, index) + ".png"))
+                bar.update(1)
+    finally:
+        bar.close()
+    return confusion.metrics(), confusion
