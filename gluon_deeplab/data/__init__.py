@@ -1,0 +1,38 @@
+"""Datasets (VOC 2012, SBD, SegmentationClassAug, own folders, synthetic), transforms, loaders."""
+
+from __future__ import annotations
+
+from .datasets import (
+    DATASET_NAMES,
+    VOC_CLASSES,
+    SegmentationDataset,
+    folder_dataset,
+    get_dataset,
+    read_list,
+    sbd_dataset,
+    synthetic_dataset,
+    voc2012_val_ids,
+    voc_aug_dataset,
+    voc_dataset,
+)
+from .io import DataError, read_image, read_label_mat, read_label_png
+from .loader import SeededBatchSampler, SegmentationLoader, benchmark_loader, make_dataloader
+from .synthetic import make_sample, make_synthetic_dataset, synthetic_classes
+from .transforms import (
+    IGNORE_LABEL,
+    MEAN,
+    STD,
+    TrainTransform,
+    ValTransform,
+    normalize,
+    normalize_numpy,
+)
+
+__all__ = [
+    "DATASET_NAMES", "VOC_CLASSES", "IGNORE_LABEL", "MEAN", "STD", "DataError",
+    "SegmentationDataset", "SeededBatchSampler", "SegmentationLoader", "TrainTransform",
+    "ValTransform", "benchmark_loader", "folder_dataset", "get_dataset", "make_dataloader",
+    "make_sample", "make_synthetic_dataset", "normalize", "normalize_numpy", "read_image",
+    "read_label_mat", "read_label_png", "read_list", "sbd_dataset", "synthetic_classes",
+    "synthetic_dataset", "voc2012_val_ids", "voc_aug_dataset", "voc_dataset",
+]

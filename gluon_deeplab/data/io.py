@@ -1,0 +1,120 @@
+"""Reading images and label maps from disk, with one-line errors that name the file.
+
+Image rule (documented in the README): 8-bit RGB is used as is; grayscale (L, LA, 1), palette (P)
+and CMYK images are converted to RGB with PIL's standard conversion; RGBA/LA drop their alpha
+channel (no compositing); 16-bit/32-bit integer and float images (I;16, I, F) are rejected because
+their value range is ambiguous (12-bit? 16-bit?); convert them to 8-bit yourself.
+
+Label rule: a label is a single-channel index map (palette "P" PNG, grayscale "L" PNG, or the
+``GTcls.Segmentation`` array of an SBD ``.mat``). 16-bit label PNGs are accepted because their
+values are class indices; every value must be < num_classes or the ignore value, else an error.
+Colour-coded (RGB) label images are rejected: a colour-to-index mapping would be a guess.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+IMAGE_MODES_TO_RGB = ("L", "LA", "1", "P", "PA", "RGBA", "RGBX", "CMYK", "YCbCr", "LAB", "HSV")
+REJECTED_IMAGE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+LABEL_MODES = ("P", "L", "I;16", "I;16B", "I;16L", "I;16N", "I")
+
+
+class DataError(ValueError):
+    """A sample (image, label, list entry) that cannot be used, with the file it came from."""
+
+
+def read_image(path: str) -> np.ndarray:
+    """Read an image as RGB uint8 H x W x 3 (see the module docstring for the conversion rule)."""
+    try:
+        with Image.open(path) as img:
+            img.load()
+            mode = img.mode
+            if mode in REJECTED_IMAGE_MODES or mode.startswith("I;16"):
+                raise DataError(
+                    f"{path}: {mode} image (16/32-bit or float) is not supported; "
+                    "convert it to 8-bit RGB")
+            if mode != "RGB":
+                if mode not in IMAGE_MODES_TO_RGB:
+                    raise DataError(f"{path}: unsupported image mode {mode}; expected 8-bit RGB")
+                img = img.convert("RGB")
+            array = np.asarray(img, dtype=np.uint8)
+    except DataError:
+        raise
+    except FileNotFoundError:
+        raise DataError(f"{path}: image file not found") from None
+    except (OSError, ValueError, SyntaxError) as err:
+        raise DataError(f"{path}: unreadable or corrupt image ({err})") from None
+    if array.ndim != 3 or array.shape[2] != 3 or array.shape[0] == 0 or array.shape[1] == 0:
+        raise DataError(f"{path}: expected an H x W x 3 image, got shape {array.shape}")
+    return array
+
+
+def read_label_png(path: str) -> np.ndarray:
+    """Read a palette / grayscale (8 or 16-bit) index PNG as an integer H x W array (raw values)."""
+    try:
+        with Image.open(path) as img:
+            img.load()
+            mode = img.mode
+            if mode not in LABEL_MODES:
+                raise DataError(
+                    f"{path}: label image has mode {mode}; expected a single-channel index map "
+                    "(palette or grayscale PNG), not a colour-coded image")
+            array = np.asarray(img)
+    except DataError:
+        raise
+    except FileNotFoundError:
+        raise DataError(f"{path}: label file not found") from None
+    except (OSError, ValueError, SyntaxError) as err:
+        raise DataError(f"{path}: unreadable or corrupt label image ({err})") from None
+    if array.ndim != 2:
+        raise DataError(f"{path}: expected an H x W label map, got shape {array.shape}")
+    return array
+
+
+def read_label_mat(path: str) -> np.ndarray:
+    """Read ``GTcls.Segmentation`` of an SBD (Hariharan et al.) ``cls/*.mat`` file."""
+    from scipy.io import loadmat
+
+    try:
+        mat = loadmat(path, mat_dtype=False, squeeze_me=True, struct_as_record=False)
+    except FileNotFoundError:
+        raise DataError(f"{path}: label file not found") from None
+    except Exception as err:  # scipy raises many types for corrupt files
+        raise DataError(f"{path}: unreadable .mat file ({err})") from None
+    gt = mat.get("GTcls")
+    seg = getattr(gt, "Segmentation", None) if gt is not None else None
+    if seg is None:
+        raise DataError(f"{path}: no GTcls.Segmentation in this .mat file (not an SBD cls file)")
+    seg = np.asarray(seg)
+    if seg.ndim != 2:
+        raise DataError(f"{path}: GTcls.Segmentation must be H x W, got shape {seg.shape}")
+    return seg
+
+
+def validate_label(label: np.ndarray, image_shape: tuple, num_classes: int, ignore_label: int,
+                   path: str) -> np.ndarray:
+    """Check size and values of a raw label map; return it as uint8 with ignore mapped to 255."""
+    if label.shape != tuple(image_shape[:2]):
+        raise DataError(
+            f"{path}: label size {label.shape[1]}x{label.shape[0]} (WxH) != image size "
+            f"{image_shape[1]}x{image_shape[0]}")
+    if label.dtype.kind == "f":
+        if not np.all(np.isfinite(label)) or np.any(label != np.round(label)):
+            raise DataError(f"{path}: label values must be integers")
+        label = label.astype(np.int64)
+    ignore = label == ignore_label
+    bad = ~ignore & ((label < 0) | (label >= num_classes))
+    if bad.any():
+        values = np.unique(label[bad])
+        shown = ", ".join(str(int(v)) for v in values[:8])
+        raise DataError(
+            f"{path}: label values {{{shown}}} outside [0, {num_classes}) and not the ignore "
+            f"value {ignore_label}")
+    if ignore_label != 255 or label.dtype != np.uint8:
+        out = label.astype(np.uint8)
+        out[ignore] = 255
+        return out
+    return label
+

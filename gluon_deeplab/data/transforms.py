@@ -1,0 +1,114 @@
+"""Joint image/label transforms (numpy + PIL, the training hot path).
+
+Training: random scale in [0.5, 2.0], pad (image with the mean, i.e. 0 after normalization; label
+with ignore = 255), random crop, horizontal flip, optional Gaussian blur. Scale + crop are done in
+one PIL ``resize(box=...)`` call that only computes the pixels of the crop (same result as resizing
+the whole image and cropping, at a fraction of the cost). Labels are resized with nearest
+neighbour, so they stay class indices. Validation: the whole image, full-size label.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence, Tuple, Union
+
+import mxnet as mx
+import numpy as np
+from PIL import Image, ImageFilter
+
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
+IGNORE_LABEL = 255
+
+_MEAN255 = np.asarray(MEAN, dtype=np.float32) * 255.0
+_INV_STD255 = 1.0 / (np.asarray(STD, dtype=np.float32) * 255.0)
+
+
+def normalize_numpy(image: np.ndarray) -> np.ndarray:
+    """uint8 H x W x 3 RGB -> float32 3 x H x W, ``(x / 255 - MEAN) / STD`` (model zoo stats)."""
+    out = np.empty((3,) + image.shape[:2], dtype=np.float32)
+    for c in range(3):
+        channel = out[c]
+        np.subtract(image[:, :, c], _MEAN255[c], out=channel, dtype=np.float32)
+        channel *= _INV_STD255[c]
+    return out
+
+
+def normalize(image: np.ndarray) -> mx.nd.NDArray:
+    """uint8 H x W x 3 RGB -> normalized float32 NDArray 3 x H x W (the model's input format)."""
+    image = np.asarray(image)
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(
+            f"normalize expects a uint8 H x W x 3 RGB array, got {image.dtype} {image.shape}")
+    return mx.nd.array(normalize_numpy(image), dtype=np.float32)
+
+
+def _pair(size: Union[int, Sequence[int]]) -> Tuple[int, int]:
+    if isinstance(size, (int, np.integer)):
+        return int(size), int(size)
+    h, w = size
+    return int(h), int(w)
+
+
+class TrainTransform:
+    """Random scale / pad / crop / flip / blur of an (image, label) pair, then normalization.
+
+    Called as ``t(image uint8 HxWx3, label uint8 HxW, rng: np.random.Generator)`` and returns
+    ``(image float32 3 x Ch x Cw, label float32 Ch x Cw)``; every random choice comes from ``rng``
+    so a seeded generator reproduces the sample exactly.
+    """
+
+    def __init__(self, crop_size: Union[int, Sequence[int]] = 513,
+                 scale_range: Tuple[float, float] = (0.5, 2.0), flip: bool = True,
+                 blur_prob: float = 0.0, ignore_label: int = IGNORE_LABEL):
+        self.crop_h, self.crop_w = _pair(crop_size)
+        if self.crop_h < 1 or self.crop_w < 1:
+            raise ValueError(f"crop_size must be positive, got {crop_size}")
+        lo, hi = scale_range
+        if not 0 < lo <= hi:
+            raise ValueError(f"scale_range must satisfy 0 < min <= max, got {scale_range}")
+        self.scale_range = (float(lo), float(hi))
+        self.flip = flip
+        self.blur_prob = float(blur_prob)
+        self.ignore_label = ignore_label
+
+    def __call__(self, image: np.ndarray, label: np.ndarray,
+                 rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray]:
+        h, w = label.shape
+        scale = rng.uniform(*self.scale_range)
+        sh, sw = max(1, int(round(h * scale))), max(1, int(round(w * scale)))
+        # Crop window in the scaled image, and where it lands in the (padded) output.
+        ch, cw = min(self.crop_h, sh), min(self.crop_w, sw)
+        y0 = int(rng.integers(0, sh - ch + 1))
+        x0 = int(rng.integers(0, sw - cw + 1))
+        oy = int(rng.integers(0, self.crop_h - ch + 1))
+        ox = int(rng.integers(0, self.crop_w - cw + 1))
+        flip = self.flip and rng.random() < 0.5
+        blur = self.blur_prob > 0 and rng.random() < self.blur_prob
+        radius = rng.uniform(0.5, 1.5) if blur else 0.0
+
+        fy, fx = h / sh, w / sw
+        box = (x0 * fx, y0 * fy, (x0 + cw) * fx, (y0 + ch) * fy)
+        img = Image.fromarray(image).resize((cw, ch), Image.BILINEAR, box=box)
+        if blur:
+            img = img.filter(ImageFilter.GaussianBlur(radius))
+        lbl = Image.fromarray(label).resize((cw, ch), Image.NEAREST, box=box)
+        img_np = np.asarray(img)
+        lbl_np = np.asarray(lbl)
+        if flip:
+            img_np = img_np[:, ::-1]
+            lbl_np = lbl_np[:, ::-1]
+
+        out_img = np.zeros((3, self.crop_h, self.crop_w), dtype=np.float32)
+        out_lbl = np.full((self.crop_h, self.crop_w), self.ignore_label, dtype=np.float32)
+        out_img[:, oy:oy + ch, ox:ox + cw] = normalize_numpy(img_np)
+        out_lbl[oy:oy + ch, ox:ox + cw] = lbl_np
+        return out_img, out_lbl
+
+
+class ValTransform:
+    """Whole image, normalized; full-size label as float32 (no resize, no padding)."""
+
+    def __call__(self, image: np.ndarray, label: np.ndarray,
+                 rng: np.random.Generator = None) -> Tuple[np.ndarray, np.ndarray]:
+        del rng
+        return normalize_numpy(image), label.astype(np.float32)
