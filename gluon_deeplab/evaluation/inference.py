@@ -140,6 +140,13 @@ def denormalize(image: mx.nd.NDArray) -> np.ndarray:
     return np.clip(np.round(arr * 255.0), 0, 255).astype(np.uint8)
 
 
+def save_probability_file(prob: np.ndarray, path: str) -> str:
+    """Write C x H x W probabilities as float16 ``.npy`` (half the size; ties need no more)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    np.save(path, np.asarray(prob, dtype=np.float16))
+    return path
+
+
 def _image_id(dataset: Any, index: int) -> str:
     ids = getattr(dataset, "ids", None)
     return str(ids[index]) if ids is not None else f"{index:06d}"
@@ -161,14 +168,16 @@ def evaluate(net: Callable, dataset: Any, ctxs: Union[mx.Context, Sequence[mx.Co
              crf: Optional[Callable[[np.ndarray, np.ndarray], np.ndarray]] = None,
              progress: bool = True, max_images: Optional[int] = None,
              save_dir: Optional[str] = None, crop_size: CropSize = None,
-             num_classes: Optional[int] = None,
-             ignore_label: Optional[int] = None) -> Tuple[Dict[str, Any], ConfusionMatrix]:
+             num_classes: Optional[int] = None, ignore_label: Optional[int] = None,
+             save_probabilities: bool = False) -> Tuple[Dict[str, Any], ConfusionMatrix]:
     """Evaluate ``net`` on every image of a 'val'-mode dataset; one confusion matrix.
 
     ``dataset[i]`` gives (normalized 3 x H x W image, H x W label). ``crf`` is a callable
     ``(rgb uint8 H x W x 3, probabilities C x H x W) -> probabilities`` (e.g.
     :class:`gluon_deeplab.evaluation.crf.DenseCRF`). ``save_dir`` receives one palette PNG
-    per image named after its id. Returns (metrics, confusion matrix).
+    per image named after its id, and with ``save_probabilities`` a ``<id>.npy`` beside it
+    (float16 C x H x W, what :mod:`gluon_deeplab.evaluation.ensemble` breaks ties with).
+    Returns (metrics, confusion matrix).
     """
     ctxs = [ctxs] if isinstance(ctxs, mx.Context) else list(ctxs)
     if not ctxs:
@@ -192,18 +201,25 @@ def evaluate(net: Callable, dataset: Any, ctxs: Union[mx.Context, Sequence[mx.Co
                 image, label = dataset[index]
                 prob = predict_probabilities_nd(net, image, ctx, scales, flip, fusion,
                                                 crop_size)
+                keep_prob = crf is not None or (save_dir and save_probabilities)
                 queued.append((index, image, label,
-                               prob if crf else mx.nd.argmax(prob, axis=0)))
+                               prob if keep_prob else mx.nd.argmax(prob, axis=0)))
             for index, image, label, out in queued:
-                if crf:
-                    pred = crf(denormalize(image), out.asnumpy()).argmax(axis=0)
+                if out.ndim == 3:
+                    prob = out.asnumpy()
+                    if crf is not None:
+                        prob = crf(denormalize(image), prob)
+                    pred = prob.argmax(axis=0)
                 else:
-                    pred = out.asnumpy()
+                    prob, pred = None, out.asnumpy()
                 pred = pred.astype(np.int64)
                 label = label.asnumpy() if isinstance(label, mx.nd.NDArray) else label
                 confusion.update(pred, np.asarray(label).astype(np.int64))
                 if save_dir:
-                    save_mask(pred, os.path.join(save_dir, _image_id(dataset, index) + ".png"))
+                    stem = os.path.join(save_dir, _image_id(dataset, index))
+                    save_mask(pred, stem + ".png")
+                    if save_probabilities:
+                        save_probability_file(prob, stem + ".npy")
                 bar.update(1)
     finally:
         bar.close()
