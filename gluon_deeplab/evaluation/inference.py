@@ -15,14 +15,13 @@ import mxnet as mx
 import numpy as np
 from tqdm import tqdm
 
+from ..data.transforms import MEAN, STD
 from .colormap import save_mask
 from .metrics import ConfusionMatrix
 
 FUSIONS = ("mean", "max")
 # Fraction of a crop that consecutive sliding windows share.
 WINDOW_OVERLAP = 1.0 / 3.0
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 CropSize = Union[int, Tuple[int, int], None]
 
@@ -136,7 +135,7 @@ def predict_probabilities(net: Callable, image: mx.nd.NDArray, ctx: mx.Context,
 def denormalize(image: mx.nd.NDArray) -> np.ndarray:
     """The uint8 H x W x 3 RGB image behind a normalized 3 x H x W array."""
     arr = image.asnumpy().transpose(1, 2, 0)
-    arr = arr * np.asarray(IMAGENET_STD) + np.asarray(IMAGENET_MEAN)
+    arr = arr * np.asarray(STD) + np.asarray(MEAN)
     return np.clip(np.round(arr * 255.0), 0, 255).astype(np.uint8)
 
 

@@ -1,0 +1,214 @@
+"""``scripts/eval.py``: evaluate a checkpoint on a dataset split and report the metrics.
+
+The model is rebuilt from the checkpoint alone (its recorded configuration); only the output
+stride may be overridden (weights do not depend on it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+import mxnet as mx
+
+from ..checkpoint import load_checkpoint, model_from_checkpoint
+from ..data import DATASET_NAMES, get_dataset
+from .crf import DenseCRF
+from .inference import FUSIONS, evaluate
+
+METRIC_NAMES = ("pixel_accuracy", "mean_accuracy", "miou", "fwiou")
+
+
+def parse_scales(text: str) -> List[float]:
+    """'0.5,0.75,1.0' -> [0.5, 0.75, 1.0] (a one-line error names the flag)."""
+    try:
+        scales = [float(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise ValueError(f"--scales: expected comma-separated numbers, got {text!r}") from None
+    if not scales or any(s <= 0 for s in scales):
+        raise ValueError(f"--scales: expected positive numbers, got {text!r}")
+    return scales
+
+
+def parse_contexts(gpus: Optional[str]) -> List[mx.Context]:
+    """'0,1' -> [gpu(0), gpu(1)]; '' or None -> [cpu()]."""
+    if gpus is None or not gpus.strip():
+        return [mx.cpu()]
+    try:
+        ids = [int(g) for g in gpus.split(",") if g.strip()]
+    except ValueError:
+        raise ValueError(f"--gpus: expected GPU ids like 0,1, got {gpus!r}") from None
+    available = mx.context.num_gpus()
+    missing = [i for i in ids if i < 0 or i >= available]
+    if missing:
+        raise ValueError(f"--gpus {gpus}: GPU {missing[0]} not available ({available} GPUs "
+                         "visible); leave --gpus empty to run on the CPU")
+    return [mx.gpu(i) for i in ids]
+
+
+def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags shared by eval and predict: scales, flip, fusion, sliding window, devices."""
+    parser.add_argument("--output_stride", type=int, choices=(8, 16, 32), default=None,
+                        help="override the checkpoint's output stride (e.g. 8 for evaluation)")
+    parser.add_argument("--scales", default="1.0",
+                        help="comma-separated input scales, e.g. 0.5,0.75,1.0,1.25,1.5,1.75")
+    parser.add_argument("--flip", action="store_true", help="also run horizontally flipped")
+    parser.add_argument("--fusion", choices=FUSIONS, default="mean",
+                        help="fuse scales/flips by the mean or per-pixel max of probabilities")
+    parser.add_argument("--crop_size", type=int, default=None,
+                        help="sliding-window size for scaled images larger than this "
+                             "(default: whole image at once)")
+    parser.add_argument("--gpus", default="", help="GPU ids, e.g. 0,1 (empty: CPU)")
+
+
+def add_crf_arguments(parser: argparse.ArgumentParser) -> None:
+    defaults = DenseCRF.__dataclass_fields__
+    parser.add_argument("--crf", action="store_true",
+                        help="dense CRF post-processing (needs the optional pydensecrf2)")
+    for name, help_text in (("iterations", "mean-field iterations"),
+                            ("gaussian_sxy", "Gaussian kernel spatial std"),
+                            ("gaussian_compat", "Gaussian kernel weight"),
+                            ("bilateral_sxy", "bilateral kernel spatial std"),
+                            ("bilateral_srgb", "bilateral kernel colour std"),
+                            ("bilateral_compat", "bilateral kernel weight")):
+        default = defaults[name].default
+        parser.add_argument(f"--crf_{name}", type=type(default), default=default,
+                            help=f"CRF {help_text} (default {default})")
+
+
+def crf_from_args(args: argparse.Namespace) -> Optional[DenseCRF]:
+    if not args.crf:
+        return None
+    return DenseCRF(**{name: getattr(args, f"crf_{name}")
+                       for name in DenseCRF.__dataclass_fields__})
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Evaluate a gluon-deeplab checkpoint: pixel accuracy, mean accuracy, mIoU, "
+                    "frequency-weighted IoU and per-class IoU over a whole split.")
+    parser.add_argument("--checkpoint", required=True, help="checkpoint file (.params)")
+    parser.add_argument("--data_dir", required=True, help="dataset root folder")
+    parser.add_argument("--dataset", default="voc", choices=DATASET_NAMES)
+    parser.add_argument("--split", default="val")
+    parser.add_argument("--num_classes", "--num-classes", type=int, default=None,
+                        help="class count of a 'folder' dataset (must match the checkpoint)")
+    parser.add_argument("--ignore_label", "--ignore-label", type=int, default=255,
+                        help="label value excluded from the metrics")
+    add_inference_arguments(parser)
+    add_crf_arguments(parser)
+    parser.add_argument("--max_images", type=int, default=None,
+                        help="evaluate only the first N images (quick checks)")
+    parser.add_argument("--save_predictions", default=None, metavar="DIR",
+                        help="write one palette PNG per image, named like the image ids")
+    parser.add_argument("--save_probabilities", action="store_true",
+                        help="with --save_predictions: also <id>.npy probabilities "
+                             "(used by scripts/ensemble.py to break ties)")
+    parser.add_argument("--output", default=None, metavar="JSON",
+                        help="write the metrics to this JSON file")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing --output file / --save_predictions folder")
+    parser.add_argument("--no_progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    if args.overwrite:
+        return
+    if args.output and os.path.exists(args.output):
+        raise FileExistsError(f"--output {args.output} exists; choose another file or pass "
+                              "--overwrite")
+    if args.save_predictions and os.path.isdir(args.save_predictions) and \
+            os.listdir(args.save_predictions):
+        raise FileExistsError(f"--save_predictions {args.save_predictions} is not empty; "
+                              "choose another folder or pass --overwrite")
+    if args.save_probabilities and not args.save_predictions:
+        raise ValueError("--save_probabilities needs --save_predictions DIR")
+
+
+def run_eval(args: Union[argparse.Namespace, Dict[str, Any]]) -> Dict[str, Any]:
+    """Evaluate as the flags say; returns the JSON-ready result (also written to --output)."""
+    if isinstance(args, dict):
+        required = ["--checkpoint", str(args["checkpoint"]), "--data_dir", str(args["data_dir"])]
+        args = argparse.Namespace(**{**vars(build_parser().parse_args(required)), **args})
+    scales = parse_scales(args.scales)
+    ctxs = parse_contexts(args.gpus)
+    _check_outputs(args)
+    crf = crf_from_args(args)
+    ckpt = load_checkpoint(args.checkpoint)
+    model_classes = int(ckpt.model_config["num_classes"])
+    if args.num_classes is not None and args.num_classes != model_classes:
+        raise ValueError(f"--num_classes {args.num_classes} disagrees with checkpoint "
+                         f"{args.checkpoint} ({model_classes} classes)")
+    dataset = get_dataset(args.dataset, args.data_dir, split=args.split, mode="val",
+                          num_classes=args.num_classes, ignore_label=args.ignore_label)
+    if dataset.num_classes != model_classes:
+        raise ValueError(f"checkpoint {args.checkpoint} predicts {model_classes} classes but "
+                         f"dataset {args.dataset!r} at {args.data_dir} has "
+                         f"{dataset.num_classes}; pass --num_classes for folder data")
+    net, ckpt = model_from_checkpoint(ckpt, ctx=ctxs, output_stride=args.output_stride)
+    net.hybridize()
+    start = time.time()
+    metrics, _ = evaluate(net, dataset, ctxs, scales=scales, flip=args.flip,
+                          fusion=args.fusion, crf=crf, progress=not args.no_progress,
+                          max_images=args.max_images, save_dir=args.save_predictions,
+                          crop_size=args.crop_size, save_probabilities=args.save_probabilities)
+    num_images = len(dataset) if args.max_images is None else min(len(dataset), args.max_images)
+    result = {name: metrics[name] for name in METRIC_NAMES}
+    result.update({
+        "per_class_iou": dict(zip(dataset.classes, metrics["per_class_iou"])),
+        "per_class_accuracy": dict(zip(dataset.classes, metrics["per_class_accuracy"])),
+        "num_images": num_images,
+        "num_pixels": metrics["num_pixels"],
+        "seconds": round(time.time() - start, 3),
+        "checkpoint": os.path.abspath(args.checkpoint),
+        "iteration": ckpt.iteration,
+        "dataset": args.dataset, "data_dir": os.path.abspath(args.data_dir),
+        "split": args.split,
+        "settings": {"output_stride": net.backbone.output_stride, "scales": scales,
+                     "flip": args.flip, "fusion": args.fusion, "crop_size": args.crop_size,
+                     "crf": crf.config() if crf else None, "contexts": [str(c) for c in ctxs]},
+    })
+    if args.output:
+        folder = os.path.dirname(os.path.abspath(args.output))
+        os.makedirs(folder, exist_ok=True)
+        with open(args.output, "w", encoding="utf-8") as f:
+            json.dump(result, f, indent=2)
+    return result
+
+
+def format_report(result: Dict[str, Any]) -> str:
+    """A per-class IoU / accuracy table followed by the four split metrics."""
+    names = list(result["per_class_iou"])
+    width = max([len("class")] + [len(n) for n in names])
+    lines = [f"{'class':<{width}}  {'IoU':>7}  {'acc':>7}"]
+    for name in names:
+        iou, acc = result["per_class_iou"][name], result["per_class_accuracy"][name]
+        lines.append(f"{name:<{width}}  {_pct(iou):>7}  {_pct(acc):>7}")
+    lines.append("")
+    for label, key in (("pixel accuracy", "pixel_accuracy"), ("mean accuracy", "mean_accuracy"),
+                       ("mIoU", "miou"), ("frequency-weighted IoU", "fwiou")):
+        lines.append(f"{label:<23} {100 * result[key]:6.2f}")
+    lines.append(f"({result['num_images']} images, classes marked '-' are absent from both "
+                 "prediction and ground truth and not averaged)")
+    return "\n".join(lines)
+
+
+def _pct(value: Optional[float]) -> str:
+    return "-" if value is None else f"{100 * value:.2f}"
+
+
+def eval_main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result = run_eval(args)
+    except (ValueError, FileNotFoundError, FileExistsError, ImportError) as err:
+        parser.exit(2, f"error: {err}\n")
+    print(format_report(result))
+    if args.output:
+        print(f"metrics written to {args.output}")
+    return result
