@@ -2,8 +2,9 @@
 
 Image rule (documented in the README): 8-bit RGB is used as is; grayscale (L, LA, 1), palette (P)
 and CMYK images are converted to RGB with PIL's standard conversion; RGBA/LA drop their alpha
-channel (no compositing); 16-bit/32-bit integer and float images (I;16, I, F) are rejected because
-their value range is ambiguous (12-bit? 16-bit?); convert them to 8-bit yourself.
+channel (no compositing); 16-bit-per-channel RGB PNGs are accepted (Pillow keeps the high byte of
+each channel: a full-range rescale); 16-bit grayscale, 32-bit integer and float images (I;16, I,
+F) are rejected because their value range is ambiguous (12-bit? depth?): convert them yourself.
 
 Label rule: a label is a single-channel index map (palette "P" PNG, grayscale "L" PNG, or the
 ``GTcls.Segmentation`` array of an SBD ``.mat``). 16-bit label PNGs are accepted because their
