@@ -75,7 +75,7 @@ class DenseCRF:
         crf.setUnaryEnergy(np.ascontiguousarray(unary, dtype=np.float32))
         crf.addPairwiseGaussian(sxy=self.gaussian_sxy, compat=self.gaussian_compat)
         crf.addPairwiseBilateral(sxy=self.bilateral_sxy, srgb=self.bilateral_srgb,
-                                 rgbim=np.ascontiguousarray(image, dtype=np.uint8),
+                                 rgbim=np.array(image, dtype=np.uint8, order="C"),  # writable copy
                                  compat=self.bilateral_compat)
         q = crf.inference(self.iterations)
         return np.asarray(q, dtype=np.float32).reshape(c, h, w)

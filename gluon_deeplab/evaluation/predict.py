@@ -1,0 +1,188 @@
+"""``scripts/predict.py``: masks, overlays and panels for images, from a checkpoint or an export.
+
+Output layout under ``--output_dir``: ``masks/<name>.png`` (palette PNG, VOC colours; with
+``--save_probabilities`` also ``masks/<name>.npy``, so ``masks/`` folders of several models
+can be fed to ``scripts/ensemble.py``), ``overlays/<name>.png`` and ``panels/<name>.png``
+(image | label | prediction, the label only with ``--label_dir``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import mxnet as mx
+
+from ..checkpoint import model_from_checkpoint
+from ..data import read_image, read_label_png
+from ..data.datasets import IMAGE_EXTS
+from ..data.transforms import normalize
+from ..export import load_exported
+from .cli import (
+    add_crf_arguments,
+    add_inference_arguments,
+    crf_from_args,
+    parse_contexts,
+    parse_scales,
+)
+from .colormap import save_mask
+from .inference import predict_probabilities_nd, save_probability_file
+from .visualize import overlay, panel, save_rgb
+
+OUTPUT_FOLDERS = ("masks", "overlays", "panels")
+
+
+def collect_images(inputs: Sequence[str]) -> List[str]:
+    """Image files named on the command line, folders expanded (non-recursive, sorted)."""
+    images: List[str] = []
+    for item in inputs:
+        if os.path.isdir(item):
+            found = sorted(os.path.join(item, f) for f in os.listdir(item)
+                           if f.lower().endswith(IMAGE_EXTS)
+                           and os.path.isfile(os.path.join(item, f)))
+            if not found:
+                raise ValueError(f"{item}: folder holds no images ({', '.join(IMAGE_EXTS)})")
+            images += found
+        elif os.path.isfile(item):
+            images.append(item)
+        else:
+            raise FileNotFoundError(f"{item}: no such image or folder")
+    stems: Dict[str, str] = {}
+    for path in images:
+        stem = os.path.splitext(os.path.basename(path))[0]
+        if stem in stems and os.path.abspath(stems[stem]) != os.path.abspath(path):
+            raise ValueError(f"{stems[stem]} and {path} would write the same output name "
+                             f"{stem}.png; predict them into separate --output_dir folders")
+        stems[stem] = path
+    return list(stems.values())
+
+
+def output_paths(image: str, output_dir: str) -> Dict[str, str]:
+    stem = os.path.splitext(os.path.basename(image))[0]
+    paths = {kind: os.path.join(output_dir, kind, stem + ".png") for kind in OUTPUT_FOLDERS}
+    paths["probabilities"] = os.path.join(output_dir, "masks", stem + ".npy")
+    return paths
+
+
+def _check_outputs(images: Sequence[str], output_dir: str, overwrite: bool,
+                   save_probabilities: bool) -> None:
+    inputs = {os.path.realpath(p) for p in images}
+    for image in images:
+        paths = output_paths(image, output_dir)
+        if not save_probabilities:
+            del paths["probabilities"]
+        for path in paths.values():
+            if os.path.realpath(path) in inputs:
+                raise ValueError(f"{path} is an input image and would be overwritten; "
+                                 "choose another --output_dir")
+            if os.path.exists(path) and not overwrite:
+                raise FileExistsError(f"{path} exists; choose another --output_dir or pass "
+                                      "--overwrite")
+
+
+def load_predictor(checkpoint: Optional[str], exported: Optional[str],
+                   ctxs: Sequence[mx.Context],
+                   output_stride: Optional[int] = None) -> Callable:
+    """The network of a checkpoint (hybridized) or of an exported symbol/params pair."""
+    if (checkpoint is None) == (exported is None):
+        raise ValueError("give exactly one of --checkpoint and --exported")
+    if exported is not None:
+        if output_stride is not None:
+            raise ValueError("--output_stride applies to --checkpoint only (an export is fixed)")
+        return load_exported(exported, ctx=list(ctxs))
+    net, _ = model_from_checkpoint(checkpoint, ctx=list(ctxs), output_stride=output_stride)
+    net.hybridize()
+    return net
+
+
+def predict_images(net: Callable, images: Sequence[str], output_dir: str,
+                   ctxs: Sequence[mx.Context], scales: Sequence[float] = (1.0,),
+                   flip: bool = False, fusion: str = "mean", crop_size: Optional[int] = None,
+                   label_dir: Optional[str] = None, crf: Optional[Callable] = None,
+                   save_probabilities: bool = False, alpha: float = 0.5,
+                   overwrite: bool = False) -> List[Dict[str, str]]:
+    """Predict every image (round-robin over ``ctxs``) and write mask, overlay and panel."""
+    ctxs = list(ctxs)
+    _check_outputs(images, output_dir, overwrite, save_probabilities)
+    labels: Dict[str, Optional[str]] = {}
+    for image in images:
+        labels[image] = None
+        if label_dir:
+            stem = os.path.splitext(os.path.basename(image))[0]
+            labels[image] = os.path.join(label_dir, stem + ".png")
+            if not os.path.isfile(labels[image]):
+                raise FileNotFoundError(f"{labels[image]}: no label for {image} in --label_dir")
+    written = []
+    for first in range(0, len(images), len(ctxs)):
+        queued: List[Tuple[str, Any, Any]] = []
+        for path, ctx in zip(images[first:first + len(ctxs)], ctxs):
+            rgb = read_image(path)
+            prob = predict_probabilities_nd(net, normalize(rgb), ctx, scales, flip, fusion,
+                                            crop_size)
+            queued.append((path, rgb, prob))
+        for path, rgb, prob in queued:
+            prob = prob.asnumpy()
+            if crf is not None:
+                prob = crf(rgb, prob)
+            mask = prob.argmax(axis=0).astype("uint8")
+            label = read_label_png(labels[path]) if labels[path] else None
+            if label is not None and label.shape != mask.shape:
+                raise ValueError(f"{labels[path]}: label is {label.shape[0]}x{label.shape[1]}, "
+                                 f"image {path} is {mask.shape[0]}x{mask.shape[1]}")
+            paths = output_paths(path, output_dir)
+            save_mask(mask, paths["masks"])
+            save_rgb(overlay(rgb, mask, alpha), paths["overlays"])
+            save_rgb(panel(rgb, mask, label), paths["panels"])
+            if save_probabilities:
+                save_probability_file(prob, paths["probabilities"])
+            else:
+                del paths["probabilities"]
+            written.append(paths)
+    return written
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Predict segmentation masks (VOC palette PNG), overlays and panels.")
+    parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="checkpoint file written by the trainer")
+    source.add_argument("--exported", metavar="PREFIX",
+                        help="exported model (PREFIX-symbol.json + PREFIX-0000.params)")
+    parser.add_argument("--output_dir", required=True,
+                        help="gets masks/, overlays/ and panels/ subfolders")
+    parser.add_argument("--label_dir", default=None,
+                        help="ground-truth PNGs named like the images, shown in the panels")
+    add_inference_arguments(parser)
+    add_crf_arguments(parser)
+    parser.add_argument("--save_probabilities", action="store_true",
+                        help="also write masks/<name>.npy (for ensemble tie-breaking)")
+    parser.add_argument("--alpha", type=float, default=0.5, help="overlay opacity")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace outputs already in --output_dir")
+    return parser
+
+
+def run_predict(args: argparse.Namespace) -> List[Dict[str, str]]:
+    scales = parse_scales(args.scales)
+    ctxs = parse_contexts(args.gpus)
+    images = collect_images(args.inputs)
+    crf = crf_from_args(args)
+    net = load_predictor(args.checkpoint, args.exported, ctxs, args.output_stride)
+    return predict_images(net, images, args.output_dir, ctxs, scales=scales, flip=args.flip,
+                          fusion=args.fusion, crop_size=args.crop_size,
+                          label_dir=args.label_dir, crf=crf,
+                          save_probabilities=args.save_probabilities, alpha=args.alpha,
+                          overwrite=args.overwrite)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, str]]:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        written = run_predict(args)
+    except (ValueError, FileNotFoundError, FileExistsError, ImportError) as err:
+        parser.exit(2, f"error: {err}\n")
+    print(f"wrote {len(written)} masks, overlays and panels under {args.output_dir}")
+    return written
