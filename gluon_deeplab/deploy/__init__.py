@@ -1,0 +1,13 @@
+"""Deployment: symbol/params + meta file, INT8 (oneDNN) quantization, ONNX, benchmark."""
+
+from __future__ import annotations
+
+from .exporting import EXPORT_FORMAT, export_checkpoint, meta_path, read_meta, write_meta
+from .int8 import CALIB_MODES, QUANTIZED_DTYPES, calibration_loader, quantize_model
+from .onnx_export import ONNX_OPSET, export_onnx, onnx_logits
+
+__all__ = [
+    "CALIB_MODES", "EXPORT_FORMAT", "ONNX_OPSET", "QUANTIZED_DTYPES", "calibration_loader",
+    "export_checkpoint", "export_onnx", "meta_path", "onnx_logits", "quantize_model",
+    "read_meta", "write_meta",
+]

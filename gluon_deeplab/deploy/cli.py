@@ -1,0 +1,112 @@
+"""Command lines of scripts/export.py and scripts/bench.py (argparse + one library call)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import List, Optional
+
+from .int8 import CALIB_MODES, DEFAULT_EXCLUDE, EXCLUDE_GROUPS, QUANTIZED_DTYPES
+
+
+def build_export_parser() -> argparse.ArgumentParser:
+    """Flags of scripts/export.py."""
+    p = argparse.ArgumentParser(
+        description="Export a gluon-deeplab checkpoint: PREFIX-symbol.json + PREFIX-0000.params "
+                    "(fp32 or INT8), PREFIX-meta.json, optionally PREFIX.onnx.")
+    p.add_argument("--checkpoint", required=True, help="checkpoint written by the trainer")
+    p.add_argument("--output", required=True, help="output prefix, e.g. export/deeplab")
+    p.add_argument("--output_stride", type=int, choices=(8, 16), default=None,
+                   help="output stride of the exported graph (default: the checkpoint's)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    q = p.add_argument_group("INT8 (oneDNN post-training quantization)")
+    q.add_argument("--int8", action="store_true", help="export an INT8 model")
+    q.add_argument("--calib_data_dir", help="dataset root for calibration images")
+    q.add_argument("--calib_dataset", default="voc",
+                   help="dataset layout of --calib_data_dir (voc, vocaug, voc_aug, folder, "
+                        "synthetic)")
+    q.add_argument("--calib_split", default="train", help="split to take calibration images from")
+    q.add_argument("--num_calib_images", type=int, default=20)
+    q.add_argument("--calib_mode", choices=CALIB_MODES, default="naive")
+    q.add_argument("--calib_size", type=int, nargs=2, default=(513, 513), metavar=("H", "W"),
+                   help="calibration images are center-cropped / padded to this size")
+    q.add_argument("--quantized_dtype", choices=QUANTIZED_DTYPES, default="auto")
+    q.add_argument("--exclude", nargs="*", choices=EXCLUDE_GROUPS, default=list(DEFAULT_EXCLUDE),
+                   help="layer groups kept in fp32")
+    o = p.add_argument_group("ONNX")
+    o.add_argument("--onnx", action="store_true", help="also write PREFIX.onnx (fp32)")
+    o.add_argument("--input_size", type=int, nargs=2, metavar=("H", "W"),
+                   help="the one input size of the ONNX model (required with --onnx)")
+    return p
+
+
+def export_main(argv: Optional[List[str]] = None) -> dict:
+    """Run scripts/export.py; errors are one line on stderr and exit status 2."""
+    from ..data import get_dataset
+    from .exporting import export_checkpoint
+
+    parser = build_export_parser()
+    args = parser.parse_args(argv)
+    if args.onnx and not args.input_size:
+        parser.error("--onnx needs --input_size H W")
+    if args.int8 and not args.calib_data_dir:
+        parser.error("--int8 needs --calib_data_dir (and --calib_dataset) for calibration")
+    try:
+        calib = None
+        if args.int8:
+            calib = get_dataset(args.calib_dataset, args.calib_data_dir, args.calib_split,
+                                mode="val")
+        files = export_checkpoint(
+            args.checkpoint, args.output, output_stride=args.output_stride,
+            overwrite=args.overwrite, int8=args.int8, calib_dataset=calib,
+            num_calib_images=args.num_calib_images, calib_mode=args.calib_mode,
+            quantized_dtype=args.quantized_dtype, calib_size=tuple(args.calib_size),
+            exclude=args.exclude, onnx_input_size=tuple(args.input_size) if args.onnx else None)
+    except (FileNotFoundError, FileExistsError, ValueError, ImportError) as err:
+        parser.exit(2, f"export.py: error: {err}\n")
+    print(json.dumps(files, indent=2))
+    return files
+
+
+def build_bench_parser() -> argparse.ArgumentParser:
+    """Flags of scripts/bench.py."""
+    from .bench import BenchConfig
+
+    d = BenchConfig()
+    p = argparse.ArgumentParser(description="Benchmark forward (fp32 / fused / INT8), training "
+                                            "step, data loader and memory against gluoncv.")
+    p.add_argument("--quick", action="store_true",
+                   help="tiny sizes and resnet18_v2: checks that everything runs, in seconds")
+    p.add_argument("--parts", nargs="+", choices=d.parts, default=None,
+                   help="parts to run (default: all)")
+    p.add_argument("--backbone", default=None, help=f"default {d.backbone}")
+    p.add_argument("--size", type=int, default=None, help=f"forward input size (default {d.size})")
+    p.add_argument("--output_strides", type=int, nargs="+", choices=(8, 16), default=None)
+    p.add_argument("--heads", nargs="+", choices=("aspp", "vortex"), default=None)
+    p.add_argument("--no_int8", action="store_true", help="skip the INT8 rows")
+    p.add_argument("--calib_mode", choices=CALIB_MODES, default=None)
+    p.add_argument("--quantized_dtype", choices=QUANTIZED_DTYPES, default=None)
+    p.add_argument("--repeats", type=int, default=None, help=f"timed runs (default {d.repeats})")
+    p.add_argument("--train_iterations", type=int, default=None)
+    p.add_argument("--loader_workers", type=int, default=None)
+    p.add_argument("--json", action="store_true", help="also print the rows as one JSON line")
+    return p
+
+
+def bench_main(argv: Optional[List[str]] = None) -> list:
+    """Run scripts/bench.py: prints the table (and the rows as JSON with --json)."""
+    from .bench import BenchConfig, format_table, rows_as_dicts, run_benchmark
+
+    args = build_bench_parser().parse_args(argv)
+    overrides = {key: getattr(args, key) for key in (
+        "parts", "backbone", "size", "output_strides", "heads", "calib_mode", "quantized_dtype",
+        "repeats", "train_iterations", "loader_workers") if getattr(args, key) is not None}
+    if args.no_int8:
+        overrides["int8"] = False
+    config = BenchConfig.quick(**overrides) if args.quick else BenchConfig(**overrides)
+    rows = run_benchmark(config, log=lambda msg: print(msg, file=sys.stderr, flush=True))
+    print(format_table(rows))
+    if args.json:
+        print(json.dumps(rows_as_dicts(rows)))
+    return rows

@@ -1,0 +1,133 @@
+"""Export a training checkpoint for deployment: symbol + params (fp32 or INT8), meta file, ONNX.
+
+Every artefact reloads without this package: ``mxnet.gluon.SymbolBlock.imports(PREFIX +
+'-symbol.json', ['data'], PREFIX + '-0000.params')`` (any input size) or an ONNX runtime on
+``PREFIX.onnx`` (the size it was exported at). ``PREFIX-meta.json`` says how to feed the model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
+
+import mxnet as mx
+
+from ..checkpoint import Checkpoint, atomic_write, load_checkpoint, model_from_checkpoint
+from ..data import MEAN, STD, SegmentationDataset
+from ..export import export_model, exported_files
+from .int8 import DEFAULT_EXCLUDE, calibration_loader, quantize_model
+
+EXPORT_FORMAT = "gluon-deeplab-export/1"
+INPUT_CONVENTION = ("float32 NCHW batch of RGB images scaled to [0, 1], then normalized "
+                    "(x - mean) / std per channel; any H x W")
+OUTPUT_CONVENTION = "float32 logits N x num_classes x H x W (argmax over axis 1 = class map)"
+
+
+def meta_path(prefix: str) -> str:
+    """The meta file written beside an export."""
+    return f"{prefix}-meta.json"
+
+
+def onnx_path(prefix: str) -> str:
+    """The ONNX file of an export prefix."""
+    return f"{prefix}.onnx"
+
+
+def _classes(ckpt: Checkpoint) -> Optional[list]:
+    for record in (ckpt.extra, ckpt.args, ckpt.model_config):
+        if isinstance(record, dict) and record.get("classes"):
+            return list(record["classes"])
+    return None
+
+
+def write_meta(prefix: str, ckpt: Checkpoint, output_stride: int,
+               **fields: Any) -> str:
+    """Write ``PREFIX-meta.json``: classes, normalization, input/output convention, model config."""
+    config = ckpt.model_config
+    meta = {
+        "format": EXPORT_FORMAT,
+        "num_classes": config["num_classes"],
+        "classes": _classes(ckpt),
+        "mean": list(MEAN),
+        "std": list(STD),
+        "input": INPUT_CONVENTION,
+        "output": OUTPUT_CONVENTION,
+        "input_name": "data",
+        "backbone": config.get("backbone"),
+        "head": config.get("head"),
+        "output_stride": output_stride,
+        "iteration": ckpt.iteration,
+        "best_miou": ckpt.best_miou,
+        "precision": "fp32",
+    }
+    meta.update(fields)
+    path = meta_path(prefix)
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(meta, f, indent=2)
+    atomic_write(path, write)
+    return path
+
+
+def read_meta(prefix: str) -> Dict[str, Any]:
+    """Read ``PREFIX-meta.json``."""
+    path = meta_path(prefix)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"export meta file {path!r} does not exist")
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def export_checkpoint(checkpoint: Union[str, Checkpoint], prefix: str, *,
+                      output_stride: Optional[int] = None, overwrite: bool = False,
+                      int8: bool = False, calib_dataset: Optional[SegmentationDataset] = None,
+                      num_calib_images: int = 10, calib_mode: str = "naive",
+                      quantized_dtype: str = "auto", calib_size: Tuple[int, int] = (513, 513),
+                      exclude: Sequence[str] = DEFAULT_EXCLUDE,
+                      onnx_input_size: Optional[Tuple[int, int]] = None,
+                      ctx: Optional[mx.Context] = None) -> Dict[str, str]:
+    """Rebuild the model of ``checkpoint`` (auxiliary head dropped) and export it under ``prefix``.
+
+    Writes ``PREFIX-symbol.json`` + ``PREFIX-0000.params`` (fp32, or INT8 when ``int8``:
+    calibrated on ``num_calib_images`` of ``calib_dataset``), ``PREFIX-meta.json`` and, with
+    ``onnx_input_size=(H, W)``, ``PREFIX.onnx`` (fp32, fixed size). Nothing is written when any
+    output exists and ``overwrite`` is False. Returns {'symbol', 'params', 'meta'[, 'onnx']}.
+    """
+    ctx = ctx or mx.cpu()
+    if int8 and onnx_input_size:
+        raise ValueError("--onnx exports the fp32 model (MXNet's INT8 operators have no ONNX "
+                         "form); run the INT8 and the ONNX export separately")
+    if int8 and calib_dataset is None:
+        raise ValueError("INT8 export needs calibration images: pass --calib_data_dir and "
+                         "--calib_dataset")
+    symbol_file, params_file = exported_files(prefix)
+    outputs = {"symbol": symbol_file, "params": params_file, "meta": meta_path(prefix)}
+    if onnx_input_size:
+        outputs["onnx"] = onnx_path(prefix)
+    existing = [f for f in outputs.values() if os.path.exists(f)]
+    if existing and not overwrite:
+        raise FileExistsError(f"{existing[0]} exists; choose another --output or pass "
+                              "--overwrite")
+    ckpt = load_checkpoint(checkpoint) if isinstance(checkpoint, str) else checkpoint
+    net, _ = model_from_checkpoint(ckpt, ctx=ctx, output_stride=output_stride, aux=False)
+    stride = net.backbone.output_stride
+    fields: Dict[str, Any] = {}
+    if int8:
+        loader = calibration_loader(calib_dataset, num_calib_images, calib_size)
+        net.hybridize(static_alloc=True, static_shape=True)
+        net = quantize_model(net, loader, calib_mode=calib_mode,
+                             quantized_dtype=quantized_dtype, exclude=exclude, ctx=ctx)
+        fields = {"precision": "int8", "calib_mode": calib_mode,
+                  "quantized_dtype": quantized_dtype, "num_calib_images": len(loader),
+                  "calib_size": list(calib_size), "excluded_from_quantization": list(exclude)}
+    export_model(net, prefix, overwrite=True)
+    if onnx_input_size:
+        from .onnx_export import export_onnx
+        fixed, _ = model_from_checkpoint(ckpt, ctx=ctx, output_stride=output_stride, aux=False,
+                                         fixed_size=tuple(onnx_input_size))
+        export_onnx(fixed, outputs["onnx"], onnx_input_size, overwrite=True)
+        fields["onnx_input_size"] = list(onnx_input_size)
+    write_meta(prefix, ckpt, stride, **fields)
+    return outputs
