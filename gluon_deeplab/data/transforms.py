@@ -9,7 +9,7 @@ neighbour, so they stay class indices. Validation: the whole image, full-size la
 
 from __future__ import annotations
 
-from typing import Sequence, Tuple, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import mxnet as mx
 import numpy as np
@@ -23,9 +23,11 @@ _MEAN255 = np.asarray(MEAN, dtype=np.float32) * 255.0
 _INV_STD255 = 1.0 / (np.asarray(STD, dtype=np.float32) * 255.0)
 
 
-def normalize_numpy(image: np.ndarray) -> np.ndarray:
-    """uint8 H x W x 3 RGB -> float32 3 x H x W, ``(x / 255 - MEAN) / STD`` (model zoo stats)."""
-    out = np.empty((3,) + image.shape[:2], dtype=np.float32)
+def normalize_numpy(image: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
+    """uint8 H x W x 3 RGB -> float32 3 x H x W, ``(x / 255 - MEAN) / STD`` (model zoo stats),
+    written into ``out`` when given."""
+    if out is None:
+        out = np.empty((3,) + image.shape[:2], dtype=np.float32)
     for c in range(3):
         channel = out[c]
         np.subtract(image[:, :, c], _MEAN255[c], out=channel, dtype=np.float32)
@@ -100,7 +102,7 @@ class TrainTransform:
 
         out_img = np.zeros((3, self.crop_h, self.crop_w), dtype=np.float32)
         out_lbl = np.full((self.crop_h, self.crop_w), self.ignore_label, dtype=np.float32)
-        out_img[:, oy:oy + ch, ox:ox + cw] = normalize_numpy(img_np)
+        normalize_numpy(img_np, out=out_img[:, oy:oy + ch, ox:ox + cw])
         out_lbl[oy:oy + ch, ox:ox + cw] = lbl_np
         return out_img, out_lbl
 
