@@ -1,0 +1,144 @@
+"""Deployment artefacts: symbol/params export at any size, INT8, ONNX, the benchmark table."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import mxnet as mx
+import numpy as np
+import pytest
+
+from gluon_deeplab import build_model
+from gluon_deeplab.checkpoint import model_from_checkpoint, save_checkpoint
+from gluon_deeplab.data import get_dataset, make_dataloader, make_synthetic_dataset
+from gluon_deeplab.deploy import export_checkpoint, onnx_logits, quantize_model, read_meta
+from gluon_deeplab.deploy.int8 import excluded_layer_names
+from gluon_deeplab.evaluation import ConfusionMatrix
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NUM_CLASSES = 3
+IMAGE_SIZE = (48, 64)
+
+
+def _imports(prefix):
+    """Reload an export exactly as a user without this package would."""
+    return mx.gluon.SymbolBlock.imports(prefix + "-symbol.json", ["data"],
+                                        prefix + "-0000.params")
+
+
+@pytest.fixture(scope="module")
+def synthetic_root(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("synthetic"))
+    return make_synthetic_dataset(root, num_train=12, num_val=6, size=IMAGE_SIZE,
+                                  num_classes=NUM_CLASSES, seed=0)
+
+
+@pytest.fixture(scope="module")
+def trained_checkpoint(synthetic_root, tmp_path_factory):
+    """A resnet18_v2 DeepLab trained briefly (plain gluon.Trainer loop) on the synthetic set,
+    so that INT8 is compared with a model whose predictions mean something."""
+    mx.random.seed(0)
+    train = get_dataset("synthetic", synthetic_root, "train", mode="train", crop_size=48)
+    net = build_model(NUM_CLASSES, "resnet18_v2", "aspp", output_stride=16)
+    net.hybridize()
+    trainer = mx.gluon.Trainer(net.collect_params(), "adam", {"learning_rate": 2e-3})
+    loss_fn = mx.gluon.loss.SoftmaxCrossEntropyLoss(axis=1, sparse_label=True)
+    loader = make_dataloader(train, batch_size=4, seed=0, num_iterations=30)
+    for image, label in loader:
+        ignore = label == 255
+        with mx.autograd.record():
+            out = net(image)
+            loss = loss_fn(out, mx.nd.where(ignore, mx.nd.zeros_like(label), label),
+                           mx.nd.expand_dims(1 - ignore, axis=1))
+        loss.backward()
+        trainer.step(image.shape[0])
+    path = str(tmp_path_factory.mktemp("ckpt") / "trained.params")
+    save_checkpoint(path, net, iteration=30)
+    return path
+
+
+def _val_images(root):
+    val = get_dataset("synthetic", root, "val", mode="val")
+    return [(val[i][0].expand_dims(0), val[i][1].asnumpy()) for i in range(len(val))]
+
+
+def test_export_reloads_with_symbolblock_imports_at_three_sizes(trained_checkpoint, tmp_path):
+    prefix = str(tmp_path / "deeplab")
+    files = export_checkpoint(trained_checkpoint, prefix)
+    assert sorted(files) == ["meta", "params", "symbol"]
+    exported = _imports(prefix)
+    reference, _ = model_from_checkpoint(trained_checkpoint)
+    for h, w in [(48, 64), (37, 53), (96, 72)]:
+        x = mx.nd.random.normal(shape=(2, 3, h, w))
+        out = exported(x)
+        assert out.shape == (2, NUM_CLASSES, h, w)
+        assert np.abs(out.asnumpy() - reference(x).asnumpy()).max() < 1e-4
+    meta = read_meta(prefix)
+    assert meta["num_classes"] == NUM_CLASSES and meta["output_stride"] == 16
+    assert meta["precision"] == "fp32" and meta["input_name"] == "data"
+    assert meta["mean"] == pytest.approx([0.485, 0.456, 0.406])
+    assert meta["std"] == pytest.approx([0.229, 0.224, 0.225])
+
+
+def test_int8_export_agrees_with_fp32_on_most_pixels(trained_checkpoint, synthetic_root,
+                                                     tmp_path):
+    calib = get_dataset("synthetic", synthetic_root, "train", mode="val")
+    prefix = str(tmp_path / "int8")
+    export_checkpoint(trained_checkpoint, prefix, int8=True, calib_dataset=calib,
+                      num_calib_images=4, calib_size=IMAGE_SIZE)
+    with open(prefix + "-symbol.json", encoding="utf-8") as f:
+        graph = f.read()
+    assert "_contrib_quantize" in graph  # really an INT8 graph
+    assert read_meta(prefix)["precision"] == "int8"
+    int8 = _imports(prefix)
+    fp32, _ = model_from_checkpoint(trained_checkpoint)
+    same = total = 0
+    cm_fp32, cm_int8 = ConfusionMatrix(NUM_CLASSES), ConfusionMatrix(NUM_CLASSES)
+    for image, label in _val_images(synthetic_root):
+        p32 = fp32(image)[0].argmax(axis=0).asnumpy().astype(np.int64)
+        p8 = int8(image)[0].argmax(axis=0).asnumpy().astype(np.int64)
+        same, total = same + (p32 == p8).sum(), total + p32.size
+        cm_fp32.update(p32, label.astype(np.int64))
+        cm_int8.update(p8, label.astype(np.int64))
+    assert same / total > 0.9
+    assert abs(cm_fp32.metrics()["miou"] - cm_int8.metrics()["miou"]) < 0.1
+
+
+def test_quantize_rejects_unknown_calibration_mode_and_layer_group():
+    net = build_model(NUM_CLASSES, "resnet18_v2")
+    with pytest.raises(ValueError, match="calib_mode"):
+        quantize_model(net, calib_loader=None, calib_mode="minmax")
+    with pytest.raises(ValueError, match="layer group 'stem'"):
+        excluded_layer_names(net, ["stem"])
+    names = excluded_layer_names(net, ["first_conv", "classifier", "image_pooling"])
+    assert names[1] == net.classifier.name + "_fwd"
+    assert any("broadcast_like" in n for n in names)
+
+
+def test_onnx_export_matches_mxnet_logits_at_fixed_size(trained_checkpoint, tmp_path):
+    pytest.importorskip("onnx", reason="ONNX export needs the onnx package ([onnx] extra)")
+    prefix = str(tmp_path / "deeplab")
+    files = export_checkpoint(trained_checkpoint, prefix, onnx_input_size=IMAGE_SIZE)
+    reference, _ = model_from_checkpoint(trained_checkpoint)
+    x = mx.nd.random.normal(shape=(2, 3) + IMAGE_SIZE)
+    expected = reference(x).asnumpy()
+    got = onnx_logits(files["onnx"], x.asnumpy())
+    assert got.shape == expected.shape
+    assert np.abs(got - expected).max() < 1e-3 * max(1.0, np.abs(expected).max())
+    assert read_meta(prefix)["onnx_input_size"] == list(IMAGE_SIZE)
+
+
+def test_bench_script_quick_prints_the_table():
+    result = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "bench.py"),
+                             "--quick", "--json"], capture_output=True, text=True, cwd=REPO,
+                            timeout=120, env=dict(os.environ, PYTHONPATH=REPO))
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    table = "\n".join(lines[:-1])
+    for row in ("forward fp32", "forward int8", "train iteration", "data loader", "gluoncv"):
+        assert row in table, table
+    rows = json.loads(lines[-1])
+    assert all(r["value"] > 0 for r in rows if r["value"] is not None)
