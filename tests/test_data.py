@@ -276,6 +276,10 @@ def test_rollover_covers_every_sample_once_per_epoch_of_the_stream():
     assert sorted(i for i, _ in stream[10:20]) == list(range(10))
     keep = SeededBatchSampler(10, 4, seed=1, last_batch="keep")
     assert [len(keep.batch(i)) for i in range(3)] == [4, 4, 2]
+    big = SeededBatchSampler(3, 7, seed=1)  # batch larger than the dataset: spans epochs
+    assert len(big) == 1 and sorted(i for i, _ in big.batch(0)[:6]) == [0, 0, 1, 1, 2, 2]
+    with pytest.raises(ValueError, match="batch_size 7 > 3 samples"):
+        SeededBatchSampler(3, 7, last_batch="discard")
 
 
 def test_worker_loader_matches_single_process_and_splits_over_devices(synth):

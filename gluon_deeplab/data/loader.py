@@ -39,7 +39,7 @@ class SeededBatchSampler(Sampler):
         if batch_size < 1 or num_samples < 1:
             raise ValueError(f"need batch_size >= 1 and samples >= 1, got {batch_size}, "
                              f"{num_samples}")
-        if last_batch != "keep" and batch_size > num_samples:
+        if last_batch == "discard" and batch_size > num_samples:
             raise ValueError(f"batch_size {batch_size} > {num_samples} samples "
                              f"with last_batch={last_batch!r}")
         self.num_samples = num_samples
@@ -60,7 +60,10 @@ class SeededBatchSampler(Sampler):
 
     def batches_per_epoch(self) -> int:
         n, b = self.num_samples, self.batch_size
-        return -(-n // b) if self.last_batch == "keep" else n // b
+        if self.last_batch == "keep":
+            return -(-n // b)
+        # rollover: a batch larger than the dataset spans several epochs of the stream
+        return max(1, n // b) if self.last_batch == "rollover" else n // b
 
     def batch(self, iteration: int) -> List[Tuple[int, Tuple[int, int, int, int]]]:
         """The keys of batch number ``iteration`` (counted from the start of training)."""

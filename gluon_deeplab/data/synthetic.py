@@ -58,7 +58,7 @@ def _texture(k: int, yy: np.ndarray, xx: np.ndarray, rng: np.random.Generator) -
 def _shape_mask(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
     mask = Image.new("L", (w, h), 0)
     draw = ImageDraw.Draw(mask)
-    r = rng.uniform(0.12, 0.3) * min(h, w)
+    r = rng.uniform(0.15, 0.35) * min(h, w)
     cx, cy = rng.uniform(0.1, 0.9) * w, rng.uniform(0.1, 0.9) * h
     shape = SHAPES[int(rng.integers(len(SHAPES)))]
     if shape == "circle":
@@ -96,7 +96,7 @@ def make_sample(index: int, size: Tuple[int, int], num_classes: int,
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     image = _background(h, w, rng)
     label = np.zeros((h, w), dtype=np.uint8)
-    for _ in range(int(rng.integers(1, 5))):
+    for _ in range(int(rng.integers(2, 6))):
         k = int(rng.integers(1, num_classes))
         mask = _shape_mask(h, w, rng)
         pattern = _texture(k, yy, xx, rng)[:, :, None]
