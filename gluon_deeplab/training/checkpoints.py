@@ -1,0 +1,65 @@
+"""The output folder's checkpoints: last K kept, best, final; finding the one to resume from."""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+from typing import List, Optional, Tuple
+
+CHECKPOINT_PATTERN = "checkpoint-{:08d}.params"
+_CHECKPOINT_RE = re.compile(r"^checkpoint-(\d{8})\.params$")
+BEST, FINAL = "best.params", "final.params"
+
+
+def checkpoint_path(output_dir: str, iteration: int) -> str:
+    return os.path.join(output_dir, CHECKPOINT_PATTERN.format(iteration))
+
+
+def list_checkpoints(output_dir: str) -> List[Tuple[int, str]]:
+    """(iteration, path) of the periodic checkpoints in ``output_dir``, oldest first."""
+    found = []
+    if os.path.isdir(output_dir):
+        for name in os.listdir(output_dir):
+            match = _CHECKPOINT_RE.match(name)
+            if match:
+                found.append((int(match.group(1)), os.path.join(output_dir, name)))
+    return sorted(found)
+
+
+def run_files(output_dir: str) -> List[str]:
+    """Checkpoint files of an earlier run in ``output_dir`` (periodic, best, final)."""
+    files = [path for _, path in list_checkpoints(output_dir)]
+    files += [os.path.join(output_dir, n) for n in (BEST, FINAL)
+              if os.path.isfile(os.path.join(output_dir, n))]
+    return files
+
+
+def latest_checkpoint(output_dir: str) -> Optional[str]:
+    """The checkpoint ``--resume auto`` continues from: the newest periodic one, or
+    ``final.params`` when the run finished (resuming it then has nothing left to do)."""
+    final = os.path.join(output_dir, FINAL)
+    if os.path.isfile(final):
+        return final
+    found = list_checkpoints(output_dir)
+    return found[-1][1] if found else None
+
+
+def remove_stale_temporaries(output_dir: str) -> List[str]:
+    """Delete temporary files that a killed save left behind (never a finished checkpoint)."""
+    removed = []
+    for path in glob.glob(os.path.join(output_dir, ".tmp-*.params")):
+        os.remove(path)
+        removed.append(path)
+    return removed
+
+
+def prune_checkpoints(output_dir: str, keep: int) -> List[str]:
+    """Delete all but the ``keep`` newest periodic checkpoints (best/final are never touched)."""
+    if keep < 1:
+        raise ValueError(f"keep_checkpoints must be at least 1, got {keep}")
+    found = list_checkpoints(output_dir)
+    removed = [path for _, path in found[:-keep]]
+    for path in removed:
+        os.remove(path)
+    return removed

@@ -1,0 +1,306 @@
+"""Iteration-based DeepLabV3 training: poly LR, multi-device / distributed, resumable."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import time
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+import mxnet as mx
+from tqdm import tqdm
+
+from ..checkpoint import (
+    atomic_write,
+    load_checkpoint,
+    load_model_weights,
+    restore_trainer_states,
+    save_checkpoint,
+)
+from ..data import get_dataset
+from ..evaluation import evaluate
+from ..models import build_model
+from .checkpoints import (
+    BEST,
+    FINAL,
+    checkpoint_path,
+    latest_checkpoint,
+    prune_checkpoints,
+    remove_stale_temporaries,
+    run_files,
+)
+from .loss import SegmentationLoss
+from .monitor import JsonlLog, plot_curves
+from .optim import make_trainer
+from .sampler import make_train_loader
+from .schedule import poly_lr
+from .step import forward_backward
+
+LOG_FILE, CURVES_FILE = "log.jsonl", "curves.png"
+DEFAULT_TRAIN_SPLITS = {"voc_aug": "train_aug"}
+
+
+class TrainingError(RuntimeError):
+    """Training cannot start or cannot go on (message says why and what to do)."""
+
+
+class TrainingDiverged(TrainingError):
+    """The loss became NaN or infinite."""
+
+
+def resolve_contexts(gpus: str = "", cpu_devices: int = 0) -> List[mx.Context]:
+    """Contexts from ``--gpus 0,1`` (empty: CPU) and ``--cpu_devices N``; unknown GPUs are an
+    error that says how many this machine has."""
+    gpus = (gpus or "").strip()
+    if gpus and cpu_devices:
+        raise ValueError("--gpus and --cpu_devices exclude each other; give one")
+    if not gpus:
+        return [mx.cpu(i) for i in range(max(1, cpu_devices))]
+    try:
+        ids = [int(g) for g in gpus.split(",") if g.strip()]
+    except ValueError:
+        raise ValueError(f"--gpus {gpus!r}: expected comma-separated GPU ids like 0,1") from None
+    if len(set(ids)) != len(ids) or min(ids) < 0:
+        raise ValueError(f"--gpus {gpus!r}: GPU ids must be distinct and >= 0")
+    available = mx.context.num_gpus()
+    missing = [i for i in ids if i >= available]
+    if missing:
+        have = (f"{available} GPU(s), ids 0..{available - 1}" if available
+                else "no GPU (leave --gpus empty to train on the CPU)")
+        raise ValueError(f"--gpus {gpus}: GPU {missing[0]} does not exist; this machine has "
+                         f"{have}")
+    return [mx.gpu(i) for i in ids]
+
+
+def step_seed(seed: int, iteration: int, rank: int = 0) -> int:
+    """The random seed of one step (dropout): a function of (seed, iteration, worker) only,
+    so a resumed run draws the same dropout masks as an uninterrupted one."""
+    return (seed * 1_000_003 + iteration * 7919 + rank * 104_729) % (2 ** 31 - 1)
+
+
+def seed_devices(seed: int, ctxs: Sequence[mx.Context]) -> None:
+    """Seed MXNet's generator on every device (distinct streams per device)."""
+    for k, ctx in enumerate(ctxs):
+        mx.random.seed((seed + k * 65_537) % (2 ** 31 - 1), ctx=ctx)
+
+
+def _as_namespace(args: Union[argparse.Namespace, Dict[str, Any]]) -> argparse.Namespace:
+    from .cli import build_parser, check_args
+
+    parser = build_parser()
+    values = vars(parser.parse_args([]))
+    given = vars(args) if isinstance(args, argparse.Namespace) else dict(args)
+    unknown = sorted(set(given) - set(values))
+    if unknown:
+        raise ValueError(f"unknown training argument(s): {', '.join(unknown)}")
+    values.update(given)
+    namespace = argparse.Namespace(**values)
+    check_args(namespace)
+    return namespace
+
+
+class _Distributed:
+    """This process's place in a run: kvstore, rank and number of workers."""
+
+    def __init__(self, kvstore: str):
+        self.kvstore: Union[str, mx.kv.KVStore] = kvstore
+        self.rank, self.num_workers = 0, 1
+        if "dist" in kvstore:
+            self.kvstore = mx.kv.create(kvstore)
+            self.rank, self.num_workers = self.kvstore.rank, self.kvstore.num_workers
+
+    @property
+    def chief(self) -> bool:
+        return self.rank == 0
+
+
+def _find_start(args: argparse.Namespace, say) -> Optional[str]:
+    """The checkpoint to resume from (None: fresh start); refuses to overwrite a run."""
+    out = args.output_dir
+    if args.resume:
+        if args.resume != "auto":
+            if not os.path.isfile(args.resume):
+                raise FileNotFoundError(f"--resume {args.resume}: no such checkpoint file")
+            return args.resume
+        path = latest_checkpoint(out)
+        if path is None:
+            say(f"--resume auto: no checkpoint in {out}, starting a fresh run")
+        return path
+    existing = run_files(out)
+    if existing:
+        names = ", ".join(os.path.basename(p) for p in existing[:3])
+        raise TrainingError(
+            f"{out} already holds a run ({names}{', ...' if len(existing) > 3 else ''}); "
+            "pass --resume auto to continue it or choose another --output_dir "
+            "(nothing was overwritten)")
+    return None
+
+
+def _datasets(args: argparse.Namespace):
+    train_split = args.train_split or DEFAULT_TRAIN_SPLITS.get(args.dataset, "train")
+    train_set = get_dataset(args.dataset, args.data_dir, train_split, mode="train",
+                            crop_size=args.crop_size, num_classes=args.num_classes,
+                            ignore_label=args.ignore_label)
+    val_set = None
+    if args.val_interval > 0:
+        val_set = get_dataset(args.dataset, args.data_dir, args.val_split, mode="val",
+                              num_classes=args.num_classes, ignore_label=args.ignore_label)
+    return train_set, val_set
+
+
+def iterations_for_epochs(epochs: float, num_samples: int, batch_size: int,
+                          num_workers: int = 1) -> int:
+    """Optimizer steps that show every training sample ``epochs`` times."""
+    return max(1, math.ceil(epochs * num_samples / (batch_size * num_workers)))
+
+
+def _metrics_record(metrics: Dict[str, Any], iteration: int) -> Dict[str, Any]:
+    record = {"kind": "val", "iteration": iteration}
+    record.update({k: v for k, v in metrics.items()})
+    return record
+
+
+def train(args: Union[argparse.Namespace, Dict[str, Any]]) -> Dict[str, Any]:
+    """Train DeepLabV3 as ``args`` (the ``gluon-deeplab-train`` flags) say.
+
+    Returns ``checkpoint`` (final checkpoint path), ``best_miou``, ``iteration`` and
+    ``output_dir`` (plus ``last_loss``). Raises :class:`TrainingError` for a run that cannot
+    start (existing run without --resume) and :class:`TrainingDiverged` on a NaN/inf loss.
+    """
+    args = _as_namespace(args)
+    ctxs = resolve_contexts(args.gpus, args.cpu_devices)  # before anything heavy starts
+    dist = _Distributed(args.kvstore)
+    out = args.output_dir
+    bar: Optional[tqdm] = None
+
+    def say(message: str) -> None:
+        if dist.chief:
+            if bar is not None:
+                bar.write(message)
+            else:
+                print(message, flush=True)
+
+    resume_path = _find_start(args, say)
+    if dist.chief:
+        os.makedirs(out, exist_ok=True)
+        for path in remove_stale_temporaries(out):
+            say(f"removed {path} (left by an interrupted save)")
+    train_set, val_set = _datasets(args)
+    max_iter = args.max_iter
+    if args.train_epochs is not None:
+        max_iter = iterations_for_epochs(args.train_epochs, len(train_set), args.batch_size,
+                                         dist.num_workers)
+        say(f"--train_epochs {args.train_epochs}: {max_iter} iterations of batch "
+            f"{args.batch_size} x {dist.num_workers} worker(s) over {len(train_set)} images")
+    num_classes = train_set.num_classes
+    freeze_bn = bool(args.freeze_batch_norm)
+    syncbn = args.syncbn and len(ctxs) > 1 and not freeze_bn
+    net = build_model(num_classes, args.base_architecture, args.aspp_or_vortex,
+                      args.output_stride, pretrained_backbone=args.pre_trained_model,
+                      aux=args.aux, freeze_bn=freeze_bn,
+                      syncbn_devices=len(ctxs) if syncbn else 0, ctx=ctxs)
+    start, best_miou, optimizer_states = 0, None, None
+    if resume_path:
+        ckpt = load_checkpoint(resume_path)
+        load_model_weights(net, ckpt, resume_path)
+        start, best_miou, optimizer_states = ckpt.iteration, ckpt.best_miou, ckpt.optimizer_states
+        say(f"resuming from {resume_path} at iteration {start}")
+    elif args.init_checkpoint:
+        load_model_weights(net, load_checkpoint(args.init_checkpoint), args.init_checkpoint)
+        say(f"initialized from {args.init_checkpoint} (weights only; schedule starts at 0)")
+    # SyncBatchNorm runs the devices in threads, which hybridized graphs do not support.
+    if args.hybridize and not syncbn:
+        net.hybridize()
+    trainer = make_trainer(net, args.initial_learning_rate, args.weight_decay,
+                           args.head_lr_mult, dist.kvstore)
+    if optimizer_states:
+        restore_trainer_states(trainer, optimizer_states)
+    loss_fn = SegmentationLoss(train_set.ignore_label, args.aux_weight if args.aux else 0.0)
+    log = JsonlLog(os.path.join(out, LOG_FILE))
+    if dist.chief:
+        if resume_path:
+            log.truncate_after(start)
+        log.write({"kind": "start", "iteration": start, "max_iter": max_iter,
+                   "contexts": [str(c) for c in ctxs], "workers": dist.num_workers,
+                   "args": vars(args)})
+    run_args = dict(vars(args), max_iter=max_iter)
+
+    def save(path: str, iteration: int) -> str:
+        return save_checkpoint(path, net, iteration, trainer, run_args, best_miou,
+                               extra={"num_workers": dist.num_workers})
+
+    def validate(iteration: int) -> None:
+        nonlocal best_miou
+        metrics, _ = evaluate(net, val_set, ctxs, progress=False)
+        log.write(_metrics_record(metrics, iteration))
+        improved = best_miou is None or metrics["miou"] > best_miou
+        if improved:
+            best_miou = metrics["miou"]
+            save(os.path.join(out, BEST), iteration)
+        say(f"iteration {iteration}: val mIoU {metrics['miou']:.4f} "
+            f"pixel acc {metrics['pixel_accuracy']:.4f}"
+            f"{' (best)' if improved else f' (best {best_miou:.4f})'}")
+
+    last_good = resume_path
+    last_loss = float("nan")
+    trained = start < max_iter
+    if not trained:
+        say(f"{resume_path} is at iteration {start} >= --max_iter {max_iter}: nothing to do")
+    else:
+        loader = make_train_loader(train_set, args.batch_size, args.seed, start, max_iter,
+                                   args.num_workers, dist.rank, dist.num_workers)
+        bar = tqdm(total=max_iter, initial=start, desc="train", unit="it",
+                   disable=not dist.chief or not args.progress, dynamic_ncols=True)
+        window_loss, window_steps, window_start = 0.0, 0, time.perf_counter()
+        try:
+            for iteration, (images, labels) in enumerate(loader, start=start):
+                lr = poly_lr(iteration, max_iter, args.initial_learning_rate,
+                             args.end_learning_rate)
+                trainer.set_learning_rate(lr)
+                seed_devices(step_seed(args.seed, iteration, dist.rank), ctxs)
+                loss = forward_backward(net, loss_fn, images, labels, ctxs, parallel=syncbn)
+                if not math.isfinite(loss):
+                    raise TrainingDiverged(
+                        f"loss is {loss} at iteration {iteration + 1}: training stopped; the "
+                        f"diverged weights were not saved (last good checkpoint: "
+                        f"{last_good or 'none'}); lower --initial_learning_rate and resume")
+                trainer.step(dist.num_workers)
+                done = iteration + 1
+                last_loss = loss
+                window_loss += loss
+                window_steps += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
+                if done % args.log_interval == 0 or done == max_iter:
+                    elapsed = time.perf_counter() - window_start
+                    if dist.chief:
+                        log.write({"kind": "train", "iteration": done,
+                                   "loss": window_loss / window_steps, "lr": lr,
+                                   "it_per_s": window_steps / max(elapsed, 1e-9)})
+                    window_loss, window_steps, window_start = 0.0, 0, time.perf_counter()
+                if not dist.chief:
+                    continue
+                if val_set is not None and (done % args.val_interval == 0 or done == max_iter):
+                    validate(done)
+                    plot_curves(log.read(), os.path.join(out, CURVES_FILE))
+                if done % args.checkpoint_interval == 0 and done < max_iter:
+                    last_good = save(checkpoint_path(out, done), done)
+                    prune_checkpoints(out, args.keep_checkpoints)
+                    plot_curves(log.read(), os.path.join(out, CURVES_FILE))
+        finally:
+            bar.close()
+            bar = None
+        start = max_iter
+    final = os.path.join(out, FINAL)
+    if dist.chief:
+        if trained or resume_path != final:
+            save(final, start)
+        plot_curves(log.read(), os.path.join(out, CURVES_FILE))
+        say(f"done: {start} iterations, final checkpoint {final}"
+            + (f", best val mIoU {best_miou:.4f}" if best_miou is not None else ""))
+    if dist.num_workers > 1:
+        # Every worker's weights, to check that the workers stayed in lock step.
+        atomic_write(os.path.join(out, f"final-rank{dist.rank}.params"), net.save_parameters)
+    return {"checkpoint": final, "best_miou": best_miou, "iteration": start,
+            "output_dir": out, "last_loss": last_loss, "max_iter": max_iter}
