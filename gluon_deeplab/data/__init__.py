@@ -26,6 +26,7 @@ from .transforms import (
     ValTransform,
     normalize,
     normalize_numpy,
+    to_ndarray,
 )
 
 __all__ = [
@@ -34,5 +35,5 @@ __all__ = [
     "ValTransform", "benchmark_loader", "folder_dataset", "get_dataset", "make_dataloader",
     "make_sample", "make_synthetic_dataset", "normalize", "normalize_numpy", "read_image",
     "read_label_mat", "read_label_png", "read_list", "sbd_dataset", "synthetic_classes",
-    "synthetic_dataset", "voc2012_val_ids", "voc_aug_dataset", "voc_dataset",
+    "synthetic_dataset", "to_ndarray", "voc2012_val_ids", "voc_aug_dataset", "voc_dataset",
 ]

@@ -19,7 +19,7 @@ from mxnet.gluon.data import Dataset
 
 from .io import DataError, read_image, read_label_mat, read_label_png, validate_label
 from .synthetic import FORMAT, META_FILE, make_synthetic_dataset
-from .transforms import IGNORE_LABEL, TrainTransform, ValTransform
+from .transforms import IGNORE_LABEL, TrainTransform, ValTransform, to_ndarray
 
 VOC_CLASSES = (
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair",
@@ -137,7 +137,7 @@ class SegmentationDataset(Dataset):
 
     def __getitem__(self, key: Key) -> Tuple[mx.nd.NDArray, mx.nd.NDArray]:
         image, label = self.get_numpy(key)
-        return mx.nd.array(image, dtype=np.float32), mx.nd.array(label, dtype=np.float32)
+        return to_ndarray(image), to_ndarray(label)
 
     def check(self, raise_error: bool = True) -> List[str]:
         """Validate every sample; return the list of problems (one line each).

@@ -21,6 +21,7 @@ import numpy as np
 from mxnet.gluon.data import DataLoader, Sampler
 
 from .datasets import SegmentationDataset
+from .transforms import to_ndarray
 
 
 class SeededBatchSampler(Sampler):
@@ -110,16 +111,9 @@ class _Batchify:
     def __call__(self, samples):
         ctx = mx.Context("cpu_shared", 0) if self.shared else mx.cpu()
         if self.as_list:
-            return [(_to_nd(i, ctx), _to_nd(lb, ctx)) for i, lb in samples]
-        return (_to_nd(np.stack([s[0] for s in samples]), ctx),
-                _to_nd(np.stack([s[1] for s in samples]), ctx))
-
-
-def _to_nd(array: np.ndarray, ctx: mx.Context) -> mx.nd.NDArray:
-    # 5x faster than mx.nd.array(), which copies through an extra numpy conversion.
-    out = mx.nd.empty(array.shape, ctx=ctx, dtype=np.float32)
-    out[:] = array
-    return out
+            return [(to_ndarray(i, ctx), to_ndarray(lb, ctx)) for i, lb in samples]
+        return (to_ndarray(np.stack([s[0] for s in samples]), ctx),
+                to_ndarray(np.stack([s[1] for s in samples]), ctx))
 
 
 class SegmentationLoader(DataLoader):
