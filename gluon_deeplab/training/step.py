@@ -55,3 +55,36 @@ def forward_backward(net: mx.gluon.Block, loss_fn: SegmentationLoss, images: mx.
                 losses[i] = loss_fn(net(parts[i]), targets[i], normalizer)
         autograd.backward(losses)
     return float(sum(loss.asscalar() for loss in losses))
+
+
+RUNNING_STATS = ("running_mean", "running_var")
+_STATS_KEY_BASE = 1_000_000  # kvstore keys clear of the trainer's (0 .. number of parameters)
+
+
+class RunningStatsSync:
+    """Make BatchNorm running statistics equal on every device (and every worker).
+
+    Each device (and each distributed worker) updates its running mean/variance from its own
+    slice of the batch; checkpoints and validation should see one value. ``__call__`` sets
+    every copy to the mean over devices and, given a distributed kvstore, over workers
+    (a collective call: every worker must make it at the same iteration).
+    """
+
+    def __init__(self, net: mx.gluon.Block, kvstore=None, num_workers: int = 1):
+        self.params = [p for name, p in sorted(net._collect_params_with_prefix().items())
+                       if name.endswith(RUNNING_STATS)]
+        self.kvstore = kvstore if num_workers > 1 else None
+        self.num_workers = num_workers
+        if self.kvstore is not None:
+            for k, param in enumerate(self.params):
+                self.kvstore.init(_STATS_KEY_BASE + k, mx.nd.zeros(param.shape))
+
+    def __call__(self) -> None:
+        for k, param in enumerate(self.params):
+            mean = param._reduce()
+            if self.kvstore is not None:
+                key = _STATS_KEY_BASE + k
+                self.kvstore.push(key, mean)
+                self.kvstore.pull(key, out=mean)
+                mean /= self.num_workers
+            param.set_data(mean)

@@ -35,7 +35,7 @@ from .monitor import JsonlLog, plot_curves
 from .optim import make_trainer
 from .sampler import make_train_loader
 from .schedule import poly_lr
-from .step import forward_backward
+from .step import RunningStatsSync, forward_backward
 
 LOG_FILE, CURVES_FILE = "log.jsonl", "curves.png"
 DEFAULT_TRAIN_SPLITS = {"voc_aug": "train_aug"}
@@ -216,6 +216,8 @@ def train(args: Union[argparse.Namespace, Dict[str, Any]]) -> Dict[str, Any]:
                            args.head_lr_mult, dist.kvstore)
     if optimizer_states:
         restore_trainer_states(trainer, optimizer_states)
+    sync_running_stats = RunningStatsSync(
+        net, dist.kvstore if dist.num_workers > 1 else None, dist.num_workers)
     loss_fn = SegmentationLoss(train_set.ignore_label, args.aux_weight if args.aux else 0.0)
     log = JsonlLog(os.path.join(out, LOG_FILE))
     if dist.chief:
@@ -279,12 +281,17 @@ def train(args: Union[argparse.Namespace, Dict[str, Any]]) -> Dict[str, Any]:
                                    "loss": window_loss / window_steps, "lr": lr,
                                    "it_per_s": window_steps / max(elapsed, 1e-9)})
                     window_loss, window_steps, window_start = 0.0, 0, time.perf_counter()
+                validating = val_set is not None and (
+                    done % args.val_interval == 0 or done == max_iter)
+                saving = done % args.checkpoint_interval == 0 and done < max_iter
+                if validating or saving:
+                    sync_running_stats()  # collective: every worker, same iterations
                 if not dist.chief:
                     continue
-                if val_set is not None and (done % args.val_interval == 0 or done == max_iter):
+                if validating:
                     validate(done)
                     plot_curves(log.read(), os.path.join(out, CURVES_FILE))
-                if done % args.checkpoint_interval == 0 and done < max_iter:
+                if saving:
                     last_good = save(checkpoint_path(out, done), done)
                     prune_checkpoints(out, args.keep_checkpoints)
                     plot_curves(log.read(), os.path.join(out, CURVES_FILE))
@@ -293,6 +300,8 @@ def train(args: Union[argparse.Namespace, Dict[str, Any]]) -> Dict[str, Any]:
             bar = None
         start = max_iter
     final = os.path.join(out, FINAL)
+    if trained:
+        sync_running_stats()
     if dist.chief:
         if trained or resume_path != final:
             save(final, start)
