@@ -120,6 +120,7 @@ def test_quantize_rejects_unknown_calibration_mode_and_layer_group():
 
 def test_onnx_export_matches_mxnet_logits_at_fixed_size(trained_checkpoint, tmp_path):
     pytest.importorskip("onnx", reason="ONNX export needs the onnx package ([onnx] extra)")
+    pytest.importorskip("onnxruntime", reason="the ONNX check needs onnxruntime ([onnx] extra)")
     prefix = str(tmp_path / "deeplab")
     files = export_checkpoint(trained_checkpoint, prefix, onnx_input_size=IMAGE_SIZE)
     reference, _ = model_from_checkpoint(trained_checkpoint)

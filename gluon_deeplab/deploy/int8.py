@@ -5,7 +5,9 @@ one fixed size, so every calibration batch has the same shape) and records the r
 layer's output ('naive': min/max; 'entropy': KL-optimal thresholds). Layers named in
 ``exclude`` stay fp32: by default the first convolution (it sees the raw normalized image) and
 the classifier (its logits decide the argmax), the two layers where INT8 costs the most accuracy
-for the least time.
+for the least time. ``quantized_dtype='auto'`` (int8 where a tensor can be negative, uint8
+after a ReLU) or 'int8' are the ones to use: ResNet-v2 is pre-activation, so many quantized
+inputs are negative and 'uint8' clips them (on the synthetic set it cost 0.47 mIoU).
 """
 
 from __future__ import annotations

@@ -87,17 +87,18 @@ def export_onnx(net: HybridBlock, path: str, input_size: Tuple[int, int],
 
 
 def onnx_logits(path: str, images: np.ndarray) -> np.ndarray:
-    """Run an exported ONNX model on float32 NCHW ``images`` with onnxruntime (or, without
-    it, the ``onnx`` package's reference evaluator)."""
-    images = np.ascontiguousarray(images, dtype=np.float32)
+    """Run an exported ONNX model on float32 NCHW ``images`` with onnxruntime.
+
+    (The ``onnx`` package's ReferenceEvaluator cannot run it: its Resize fails on the empty
+    ``roi`` input that MXNet's converter writes, in onnx 1.16.)
+    """
     try:
         import onnxruntime
     except ImportError:
-        onnx = _import_onnx()
-        from onnx.reference import ReferenceEvaluator
-
-        return ReferenceEvaluator(onnx.load(path)).run(None, {"data": images})[0]
+        raise ImportError("running an ONNX model needs onnxruntime: pip install "
+                          "'gluon-deeplab[onnx]'") from None
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3
     session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    images = np.ascontiguousarray(images, dtype=np.float32)
     return session.run(None, {session.get_inputs()[0].name: images})[0]
