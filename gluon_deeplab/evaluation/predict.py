@@ -81,6 +81,19 @@ def _check_outputs(images: Sequence[str], output_dir: str, overwrite: bool,
                                       "--overwrite")
 
 
+def label_paths(images: Sequence[str], label_dir: Optional[str]) -> Dict[str, Optional[str]]:
+    """The ground-truth PNG of each image in ``label_dir`` (None without a label folder)."""
+    labels: Dict[str, Optional[str]] = {}
+    for image in images:
+        labels[image] = None
+        if label_dir:
+            stem = os.path.splitext(os.path.basename(image))[0]
+            labels[image] = os.path.join(label_dir, stem + ".png")
+            if not os.path.isfile(labels[image]):
+                raise FileNotFoundError(f"{labels[image]}: no label for {image} in --label_dir")
+    return labels
+
+
 def load_predictor(checkpoint: Optional[str], exported: Optional[str],
                    ctxs: Sequence[mx.Context],
                    output_stride: Optional[int] = None) -> Callable:
@@ -105,14 +118,7 @@ def predict_images(net: Callable, images: Sequence[str], output_dir: str,
     """Predict every image (round-robin over ``ctxs``) and write mask, overlay and panel."""
     ctxs = list(ctxs)
     _check_outputs(images, output_dir, overwrite, save_probabilities)
-    labels: Dict[str, Optional[str]] = {}
-    for image in images:
-        labels[image] = None
-        if label_dir:
-            stem = os.path.splitext(os.path.basename(image))[0]
-            labels[image] = os.path.join(label_dir, stem + ".png")
-            if not os.path.isfile(labels[image]):
-                raise FileNotFoundError(f"{labels[image]}: no label for {image} in --label_dir")
+    labels = label_paths(images, label_dir)
     written = []
     for first in range(0, len(images), len(ctxs)):
         queued: List[Tuple[str, Any, Any]] = []
@@ -169,6 +175,9 @@ def run_predict(args: argparse.Namespace) -> List[Dict[str, str]]:
     ctxs = parse_contexts(args.gpus)
     images = collect_images(args.inputs)
     crf = crf_from_args(args)
+    # Cheap checks first: no model is loaded for a run that would fail on its outputs.
+    _check_outputs(images, args.output_dir, args.overwrite, args.save_probabilities)
+    label_paths(images, args.label_dir)
     net = load_predictor(args.checkpoint, args.exported, ctxs, args.output_stride)
     return predict_images(net, images, args.output_dir, ctxs, scales=scales, flip=args.flip,
                           fusion=args.fusion, crop_size=args.crop_size,
@@ -179,7 +188,7 @@ def run_predict(args: argparse.Namespace) -> List[Dict[str, str]]:
 
 def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, str]]:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # images may come before and after the flags
     try:
         written = run_predict(args)
     except (ValueError, FileNotFoundError, FileExistsError, ImportError) as err:
