@@ -1,6 +1,6 @@
 """Inference (multi-scale, flip, sliding window), split evaluation, dense CRF and scripts/eval.py.
 
-The "trained model" fixture trains a resnet18_v2 DeepLabV3 for 60 iterations on a small
+The "trained model" fixture trains a resnet18_v2 DeepLabV3 for 40 iterations on a small
 synthetic set with its own minimal loop (gluon.Trainer + SoftmaxCrossEntropyLoss), because
 this module must not depend on the trainer package.
 """
@@ -54,7 +54,7 @@ def trained(synthetic_root, tmp_path_factory):
     net.hybridize()
     trainer = gluon.Trainer(net.collect_params(), "adam", {"learning_rate": 1e-3})
     loss_fn = gluon.loss.SoftmaxCrossEntropyLoss(axis=1)
-    for images, labels in make_dataloader(train_set, 8, seed=0, num_iterations=60):
+    for images, labels in make_dataloader(train_set, 8, seed=0, num_iterations=40):
         valid = labels != 255
         with autograd.record():
             loss = loss_fn(net(images), mx.nd.where(valid, labels, mx.nd.zeros_like(labels)),
@@ -63,7 +63,7 @@ def trained(synthetic_root, tmp_path_factory):
         trainer.step(images.shape[0])
     mx.nd.waitall()
     path = str(tmp_path_factory.mktemp("ckpt") / "trained.params")
-    save_checkpoint(path, net, iteration=60)
+    save_checkpoint(path, net, iteration=40)
     return net, val_set, path
 
 
@@ -288,7 +288,7 @@ def test_eval_of_a_trained_checkpoint_matches_in_process_evaluation(trained, syn
                         "synthetic", "--no_progress", "--save_predictions",
                         str(tmp_path / "pred")])
     assert result["miou"] == pytest.approx(expected["miou"], abs=1e-6)
-    assert result["iteration"] == 60
+    assert result["iteration"] == 40
     assert sorted(os.listdir(tmp_path / "pred")) == [f"{i}.png" for i in val_set.ids]
 
 
