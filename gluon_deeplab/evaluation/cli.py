@@ -100,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="label value excluded from the metrics")
     add_inference_arguments(parser)
     add_crf_arguments(parser)
+    parser.add_argument("--num_workers", type=int, default=0,
+                        help="worker processes decoding images (0: in the main process)")
     parser.add_argument("--max_images", type=int, default=None,
                         help="evaluate only the first N images (quick checks)")
     parser.add_argument("--save_predictions", default=None, metavar="DIR",
@@ -155,7 +157,8 @@ def run_eval(args: Union[argparse.Namespace, Dict[str, Any]]) -> Dict[str, Any]:
     metrics, _ = evaluate(net, dataset, ctxs, scales=scales, flip=args.flip,
                           fusion=args.fusion, crf=crf, progress=not args.no_progress,
                           max_images=args.max_images, save_dir=args.save_predictions,
-                          crop_size=args.crop_size, save_probabilities=args.save_probabilities)
+                          crop_size=args.crop_size, save_probabilities=args.save_probabilities,
+                          num_workers=args.num_workers)
     num_images = len(dataset) if args.max_images is None else min(len(dataset), args.max_images)
     result = {name: metrics[name] for name in METRIC_NAMES}
     result.update({

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import mxnet as mx
 import numpy as np
@@ -146,9 +146,33 @@ def save_probability_file(prob: np.ndarray, path: str) -> str:
     return path
 
 
-def _image_id(dataset: Any, index: int) -> str:
+def _image_ids(dataset: Any) -> List[str]:
     ids = getattr(dataset, "ids", None)
-    return str(ids[index]) if ids is not None else f"{index:06d}"
+    return [str(i) for i in ids] if ids is not None else [f"{i:06d}" for i in range(len(dataset))]
+
+
+def _sample_groups(dataset: Any, total: int, size: int,
+                   num_workers: int) -> Iterator[List[Tuple[int, Any, Any]]]:
+    """(index, image, label) of the first ``total`` samples, ``size`` at a time, in order."""
+    if num_workers > 0:
+        from ..data import make_dataloader
+
+        loader = make_dataloader(dataset, size, shuffle=False, num_workers=num_workers,
+                                 last_batch="keep")
+        index = 0
+        for batch in loader:
+            group = []
+            for image, label in batch:
+                if index < total:
+                    group.append((index, image, label))
+                index += 1
+            if group:
+                yield group
+            if index >= total:
+                return
+        return
+    for first in range(0, total, size):
+        yield [(i,) + tuple(dataset[i]) for i in range(first, min(first + size, total))]
 
 
 def _check_contexts(net: Any, ctxs: Sequence[mx.Context]) -> None:
@@ -168,7 +192,8 @@ def evaluate(net: Callable, dataset: Any, ctxs: Union[mx.Context, Sequence[mx.Co
              progress: bool = True, max_images: Optional[int] = None,
              save_dir: Optional[str] = None, crop_size: CropSize = None,
              num_classes: Optional[int] = None, ignore_label: Optional[int] = None,
-             save_probabilities: bool = False) -> Tuple[Dict[str, Any], ConfusionMatrix]:
+             save_probabilities: bool = False,
+             num_workers: int = 0) -> Tuple[Dict[str, Any], ConfusionMatrix]:
     """Evaluate ``net`` on every image of a 'val'-mode dataset; one confusion matrix.
 
     ``dataset[i]`` gives (normalized 3 x H x W image, H x W label). ``crf`` is a callable
@@ -176,6 +201,7 @@ def evaluate(net: Callable, dataset: Any, ctxs: Union[mx.Context, Sequence[mx.Co
     :class:`gluon_deeplab.evaluation.crf.DenseCRF`). ``save_dir`` receives one palette PNG
     per image named after its id, and with ``save_probabilities`` a ``<id>.npy`` beside it
     (float16 C x H x W, what :mod:`gluon_deeplab.evaluation.ensemble` breaks ties with).
+    ``num_workers > 0`` decodes images in worker processes (``make_dataloader``, val mode).
     Returns (metrics, confusion matrix).
     """
     ctxs = [ctxs] if isinstance(ctxs, mx.Context) else list(ctxs)
@@ -190,14 +216,13 @@ def evaluate(net: Callable, dataset: Any, ctxs: Union[mx.Context, Sequence[mx.Co
                          f"{num_classes}")
     _check_contexts(net, ctxs)
     confusion = ConfusionMatrix(num_classes, ignore_label)
+    ids = _image_ids(dataset)
     total = len(dataset) if max_images is None else min(len(dataset), int(max_images))
     bar = tqdm(total=total, desc="evaluate", unit="img", disable=not progress, leave=False)
     try:
-        for first in range(0, total, len(ctxs)):
-            indices = range(first, min(first + len(ctxs), total))
+        for group in _sample_groups(dataset, total, len(ctxs), num_workers):
             queued = []
-            for index, ctx in zip(indices, ctxs):
-                image, label = dataset[index]
+            for (index, image, label), ctx in zip(group, ctxs):
                 prob = predict_probabilities_nd(net, image, ctx, scales, flip, fusion,
                                                 crop_size)
                 keep_prob = crf is not None or (save_dir and save_probabilities)
@@ -215,7 +240,7 @@ def evaluate(net: Callable, dataset: Any, ctxs: Union[mx.Context, Sequence[mx.Co
                 label = label.asnumpy() if isinstance(label, mx.nd.NDArray) else label
                 confusion.update(pred, np.asarray(label).astype(np.int64))
                 if save_dir:
-                    stem = os.path.join(save_dir, _image_id(dataset, index))
+                    stem = os.path.join(save_dir, ids[index])
                     save_mask(pred, stem + ".png")
                     if save_probabilities:
                         save_probability_file(prob, stem + ".npy")
