@@ -9,6 +9,7 @@ import time
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 import mxnet as mx
+import numpy as np
 from tqdm import tqdm
 
 from ..checkpoint import (
@@ -194,6 +195,8 @@ def train(args: Union[argparse.Namespace, Dict[str, Any]]) -> Dict[str, Any]:
         say(f"--train_epochs {args.train_epochs}: {max_iter} iterations of batch "
             f"{args.batch_size} x {dist.num_workers} worker(s) over {len(train_set)} images")
     num_classes = train_set.num_classes
+    mx.random.seed(args.seed)  # initialization of the head (and a backbone not pretrained)
+    np.random.seed(args.seed)
     freeze_bn = bool(args.freeze_batch_norm)
     syncbn = args.syncbn and len(ctxs) > 1 and not freeze_bn
     net = build_model(num_classes, args.base_architecture, args.aspp_or_vortex,

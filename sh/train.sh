@@ -1,0 +1,64 @@
+#!/usr/bin/env sh
+# The paper's two-phase schedule (DeepLabV3, Chen et al. 2017), one output folder per phase:
+#   phase 1: train_aug, output stride 16, batch 16, lr 7e-3, BN trained, 30K iterations
+#   phase 2: output stride 8, batch 8, lr 1e-3, BN frozen, 30K iterations,
+#            initialized from phase 1's final checkpoint.
+# Every setting can be overridden by an environment variable, e.g. a smoke run:
+#   MAX_ITER=50 DATASET=synthetic DATA_DIR=data/synthetic BACKBONE=resnet18_v2 CROP_SIZE=64 \
+#     sh sh/train.sh
+# Extra arguments are passed to both phases (e.g. --num_workers 8). An interrupted phase is
+# continued by running the script again (RESUME=auto, the default).
+set -eu
+cd "$(dirname "$0")/.."
+
+if [ -z "${PYTHON:-}" ]; then
+    if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
+fi
+DATASET=${DATASET:-voc_aug}
+DATA_DIR=${DATA_DIR:-./VOCdevkit_aug}
+TRAIN_SPLIT=${TRAIN_SPLIT:-}
+VAL_SPLIT=${VAL_SPLIT:-val}
+BACKBONE=${BACKBONE:-resnet_v2_50}
+HEAD=${HEAD:-1}                      # 1 = ASPP, 2 = Vortex pooling
+PRETRAINED=${PRETRAINED:-}           # model zoo ImageNet .params for phase 1
+CROP_SIZE=${CROP_SIZE:-513}
+GPUS=${GPUS:-}                       # e.g. 0,1 (empty: CPU)
+OUTPUT_DIR=${OUTPUT_DIR:-runs/deeplabv3}
+MAX_ITER=${MAX_ITER:-30000}
+MAX_ITER_1=${MAX_ITER_1:-$MAX_ITER}
+MAX_ITER_2=${MAX_ITER_2:-$MAX_ITER}
+BATCH_SIZE_1=${BATCH_SIZE_1:-16}
+BATCH_SIZE_2=${BATCH_SIZE_2:-8}
+LR_1=${LR_1:-7e-3}
+LR_2=${LR_2:-1e-3}
+WEIGHT_DECAY=${WEIGHT_DECAY:-2e-4}
+VAL_INTERVAL=${VAL_INTERVAL:-2000}
+CHECKPOINT_INTERVAL=${CHECKPOINT_INTERVAL:-1000}
+NUM_WORKERS=${NUM_WORKERS:-4}
+RESUME=${RESUME:-auto}
+
+set -- --dataset "$DATASET" --data_dir "$DATA_DIR" --val_split "$VAL_SPLIT" \
+    --base_architecture "$BACKBONE" --aspp_or_vortex "$HEAD" --crop_size "$CROP_SIZE" \
+    --gpus "$GPUS" --weight_decay "$WEIGHT_DECAY" --val_interval "$VAL_INTERVAL" \
+    --checkpoint_interval "$CHECKPOINT_INTERVAL" --num_workers "$NUM_WORKERS" \
+    --resume "$RESUME" "$@"
+if [ -n "$TRAIN_SPLIT" ]; then set -- --train_split "$TRAIN_SPLIT" "$@"; fi
+
+PHASE1="$OUTPUT_DIR/phase1_os16"
+PHASE2="$OUTPUT_DIR/phase2_os8"
+
+echo "== phase 1: OS 16, batch $BATCH_SIZE_1, lr $LR_1, BN trained, $MAX_ITER_1 iterations -> $PHASE1"
+if [ -n "$PRETRAINED" ]; then
+    "$PYTHON" scripts/train.py "$@" --output_dir "$PHASE1" --output_stride 16 \
+        --batch_size "$BATCH_SIZE_1" --initial_learning_rate "$LR_1" --freeze_batch_norm 0 \
+        --max_iter "$MAX_ITER_1" --pre_trained_model "$PRETRAINED"
+else
+    "$PYTHON" scripts/train.py "$@" --output_dir "$PHASE1" --output_stride 16 \
+        --batch_size "$BATCH_SIZE_1" --initial_learning_rate "$LR_1" --freeze_batch_norm 0 \
+        --max_iter "$MAX_ITER_1"
+fi
+
+echo "== phase 2: OS 8, batch $BATCH_SIZE_2, lr $LR_2, BN frozen, $MAX_ITER_2 iterations -> $PHASE2"
+"$PYTHON" scripts/train.py "$@" --output_dir "$PHASE2" --output_stride 8 \
+    --batch_size "$BATCH_SIZE_2" --initial_learning_rate "$LR_2" --freeze_batch_norm 1 \
+    --max_iter "$MAX_ITER_2" --init_checkpoint "$PHASE1/final.params"
