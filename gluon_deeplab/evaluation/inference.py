@@ -126,7 +126,7 @@ def predict_probabilities(net: Callable, image: mx.nd.NDArray, ctx: mx.Context,
     Each scale resizes the image bilinearly, optionally adds its horizontal mirror, runs the
     net (by overlapping ``crop_size`` windows when the scaled image is larger than that) and
     resizes the probabilities back to H x W; the results are fused by their ``mean`` or
-    per-pixel ``max``.
+    per-pixel ``max`` (renormalized to sum to 1).
     """
     return predict_probabilities_nd(net, image, ctx, scales, flip, fusion,
                                     crop_size).asnumpy().astype(np.float32)
