@@ -284,9 +284,9 @@ def test_eval_of_a_trained_checkpoint_matches_in_process_evaluation(trained, syn
                                                                     tmp_path):
     net, val_set, path = trained
     expected, _ = evaluate(net, val_set, mx.cpu(), progress=False)
-    result = eval_main(["--checkpoint", path, "--data_dir", synthetic_root, "--dataset",
-                        "synthetic", "--no_progress", "--save_predictions",
-                        str(tmp_path / "pred"), "--num_workers", "1"])
+    result = run_eval({"checkpoint": path, "data_dir": synthetic_root, "dataset": "synthetic",
+                       "no_progress": True, "save_predictions": str(tmp_path / "pred"),
+                       "num_workers": 1})
     assert result["miou"] == pytest.approx(expected["miou"], abs=1e-6)
     assert result["iteration"] == 40
     assert sorted(os.listdir(tmp_path / "pred")) == [f"{i}.png" for i in val_set.ids]

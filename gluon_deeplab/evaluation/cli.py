@@ -204,7 +204,8 @@ def _pct(value: Optional[float]) -> str:
     return "-" if value is None else f"{100 * value:.2f}"
 
 
-def eval_main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+def eval_main(argv: Optional[Sequence[str]] = None) -> None:
+    """Command line entry point (returns None so it can be a console script)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -214,4 +215,3 @@ def eval_main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     print(format_report(result))
     if args.output:
         print(f"metrics written to {args.output}")
-    return result

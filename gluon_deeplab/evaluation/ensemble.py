@@ -144,9 +144,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[Sequence[str]] = None) -> Dict[str, int]:
-    args = build_parser().parse_args(argv)
-    stats = ensemble_folders(args.folders, args.output_dir, overwrite=args.overwrite)
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    """Command line entry point (returns None so it can be a console script)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        stats = ensemble_folders(args.folders, args.output_dir, overwrite=args.overwrite)
+    except (ValueError, FileNotFoundError, FileExistsError) as err:
+        parser.exit(2, f"error: {err}\n")
     print(f"wrote {stats['images']} voted masks to {args.output_dir} "
           f"({stats['probability_ties']} with probability tie-breaking)")
-    return stats

@@ -186,7 +186,8 @@ def run_predict(args: argparse.Namespace) -> List[Dict[str, str]]:
                           overwrite=args.overwrite)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, str]]:
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    """Command line entry point (returns None so it can be a console script)."""
     parser = build_parser()
     args = parser.parse_intermixed_args(argv)  # images may come before and after the flags
     try:
@@ -194,4 +195,3 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, str]]:
     except (ValueError, FileNotFoundError, FileExistsError, ImportError) as err:
         parser.exit(2, f"error: {err}\n")
     print(f"wrote {len(written)} masks, overlays and panels under {args.output_dir}")
-    return written
