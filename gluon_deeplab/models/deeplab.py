@@ -11,6 +11,8 @@ from mxnet.gluon.nn import HybridBlock
 from .heads import ASPP, ASPP_RATES, FCNHead, VortexPooling
 from .resnet_v2 import DEFAULT_MULTI_GRID, KAIMING_INIT, build_backbone, canonical_backbone_name
 
+# Small logits at the start: Kaiming fan-out on a few output channels gives logits of +-70.
+CLASSIFIER_INIT = mx.init.Normal(0.01)
 # The seed project's --aspp_or_vortex values.
 HEAD_ALIASES = {1: "aspp", 2: "vortex", "1": "aspp", "2": "vortex"}
 
@@ -40,7 +42,8 @@ class DeepLabV3(HybridBlock):
         with self.name_scope():
             self.backbone = backbone
             self.head = head
-            self.classifier = nn.Conv2D(num_classes, 1, in_channels=256)
+            self.classifier = nn.Conv2D(num_classes, 1, in_channels=256,
+                                        weight_initializer=CLASSIFIER_INIT)
             self.aux_head = aux_head
 
     def _upsample(self, F, logits, x):

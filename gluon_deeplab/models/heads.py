@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
+import mxnet as mx
 from mxnet.gluon import nn
 from mxnet.gluon.nn import HybridBlock
 
@@ -123,7 +124,8 @@ class FCNHead(HybridBlock):
         with self.name_scope():
             self.block = conv_bn_relu(in_channels, in_channels // 4, 3, 1, norm_layer, norm_kwargs)
             self.dropout = nn.Dropout(dropout)
-            self.classifier = nn.Conv2D(num_classes, 1, in_channels=in_channels // 4)
+            self.classifier = nn.Conv2D(num_classes, 1, in_channels=in_channels // 4,
+                                        weight_initializer=mx.init.Normal(0.01))
 
     def hybrid_forward(self, F, x):
         return self.classifier(self.dropout(self.block(x)))
