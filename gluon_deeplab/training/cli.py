@@ -166,10 +166,9 @@ def check_args(args: argparse.Namespace) -> None:
         raise ValueError("--syncbn has no effect with --freeze_batch_norm 1 (frozen BN uses "
                          "running statistics); drop one")
     kv = args.kvstore
-    if kv not in ("device", "local", "dist_sync", "dist_device_sync", "dist_async",
-                  "dist_sync_device", "nccl"):
-        raise ValueError(f"--kvstore {kv!r}: expected device, local, nccl, dist_sync, "
-                         "dist_device_sync or dist_async")
+    if kv not in ("device", "local", "nccl", "dist_sync", "dist_device_sync", "dist_sync_device"):
+        raise ValueError(f"--kvstore {kv!r}: expected device, local, nccl, dist_sync or "
+                         "dist_device_sync (synchronous: every worker applies the same update)")
 
 
 def main(argv: Optional[List[str]] = None) -> int:

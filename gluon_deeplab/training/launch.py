@@ -18,7 +18,7 @@ import time
 from typing import Dict, List, Optional, Sequence
 
 SERVER_COMMAND = (sys.executable, "-c", "import mxnet")
-DIST_KVSTORES = ("dist_sync", "dist_device_sync", "dist_sync_device", "dist_async")
+DIST_KVSTORES = ("dist_sync", "dist_device_sync", "dist_sync_device")
 
 
 def free_port() -> int:
