@@ -237,7 +237,8 @@ def _train_rows(config: BenchConfig) -> List[BenchRow]:
     except ImportError:
         rows[-1].note = "trainer's benchmark_training not available"
         return rows
-    trainer_s, mem = _measured(benchmark_training, config.backbone, b, crop, 16, n, mx.cpu())
+    result, mem = _measured(benchmark_training, config.backbone, b, crop, 16, n, mx.cpu())
+    trainer_s = result["seconds_per_iter"] if isinstance(result, dict) else float(result)
     rows.append(BenchRow("train", f"train iteration (trainer's loop) {tag}", trainer_s, "s/it",
                          ref_s / trainer_s, "gluoncv / ours", ">= 1.0", mem))
     return rows
@@ -274,7 +275,11 @@ def run_benchmark(config: BenchConfig, log: Optional[Callable[[str], None]] = No
         if part in config.parts:
             if log:
                 log(f"benchmark: {part} ...")
-            rows += fn(config)
+            for row in fn(config):
+                rows.append(row)
+                if log:
+                    log(f"  {row.name}: {row.value:.4f} {row.unit}"
+                        + (f" (ratio {row.ratio:.2f}, {row.ratio_of})" if row.ratio else ""))
     if "loader" in config.parts:
         train = [r.value for r in rows if r.part == "train" and "(ours)" in r.name]
         rows += _loader_rows(config, train[0] if train else None)
