@@ -21,12 +21,16 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=7", "ruff>=0.5"],
-        "crf": ["pydensecrf2"],
-        "onnx": ["onnx>=1.12,<1.17", "protobuf<5"],
+        "crf": ["pydensecrf2==1.1"],
+        # The newest pair that works with numpy < 1.24 and MXNet's opset-13 converter.
+        "onnx": ["onnx==1.16.2", "onnxruntime==1.31.1"],
     },
     entry_points={
         "console_scripts": [
             "gluon-deeplab-train=gluon_deeplab.training.cli:main",
+            "gluon-deeplab-eval=gluon_deeplab.evaluation.cli:eval_main",
+            "gluon-deeplab-predict=gluon_deeplab.evaluation.predict:main",
+            "gluon-deeplab-ensemble=gluon_deeplab.evaluation.ensemble:main",
         ],
     },
 )
