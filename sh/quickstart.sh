@@ -34,7 +34,7 @@ echo "== training DeepLabV3 ($BACKBONE, head $HEAD, OS 16) for $ITERS iterations
 "$PYTHON" scripts/train.py --dataset synthetic --data_dir "$DATA" \
     --base_architecture "$BACKBONE" --aspp_or_vortex "$HEAD" --output_stride 16 \
     --batch_size "$BATCH" --crop_size "$CROP" --max_iter "$ITERS" \
-    --initial_learning_rate 0.01 --weight_decay 1e-4 --val_interval "$ITERS" \
+    --initial_learning_rate 0.01 --weight_decay 1e-4 --val_interval 100 \
     --checkpoint_interval 200 --num_workers 0 --output_dir "$OUT/train" --resume auto
 
 echo "== evaluating on the synthetic val split -> $OUT/eval.json"
