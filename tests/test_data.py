@@ -282,6 +282,21 @@ def test_rollover_covers_every_sample_once_per_epoch_of_the_stream():
         SeededBatchSampler(3, 7, last_batch="discard")
 
 
+def test_shards_split_the_samples_between_distributed_workers():
+    from gluon_deeplab.data import SeededBatchSampler
+
+    whole = SeededBatchSampler(10, 2, seed=3)
+    assert SeededBatchSampler(10, 2, seed=3, shard=(0, 1)).batch(4) == whole.batch(4)
+    shards = [SeededBatchSampler(10, 2, seed=3, shard=(r, 2)) for r in range(2)]
+    seen = [{i for it in range(5) for i, _ in shard.batch(it)} for shard in shards]
+    assert seen == [{0, 2, 4, 6, 8}, {1, 3, 5, 7, 9}]
+    assert shards[0].batch(0)[0][1] != shards[1].batch(0)[0][1]  # own augmentation seeds
+    with pytest.raises(ValueError, match="shard rank 2 outside 0..1"):
+        SeededBatchSampler(10, 2, shard=(2, 2))
+    with pytest.raises(ValueError, match="3 samples cannot feed 4 shards"):
+        SeededBatchSampler(3, 1, shard=(3, 4))
+
+
 def test_worker_loader_matches_single_process_and_splits_over_devices(synth):
     ds = get_dataset("synthetic", synth, "train", crop_size=24)
     single = _batches(make_dataloader(ds, 4, seed=2, num_iterations=3))

@@ -29,12 +29,22 @@ class SeededBatchSampler(Sampler):
 
     Without ``num_iterations`` each pass yields one epoch's worth (``len(self)``) of batches and
     the next pass continues where it stopped; with it, one pass yields batches
-    ``start_iteration .. start_iteration + num_iterations - 1``.
+    ``start_iteration .. start_iteration + num_iterations - 1``. ``shard=(rank, n)`` restricts
+    the stream to samples ``rank, rank + n, ...`` (one distributed worker's share), with an
+    augmentation seed of its own for ``rank > 0``.
     """
 
     def __init__(self, num_samples: int, batch_size: int, shuffle: bool = True,
                  seed: Optional[int] = None, last_batch: str = "rollover",
-                 start_iteration: int = 0, num_iterations: Optional[int] = None):
+                 start_iteration: int = 0, num_iterations: Optional[int] = None,
+                 shard: Tuple[int, int] = (0, 1)):
+        rank, num_shards = shard
+        if not 0 <= rank < num_shards:
+            raise ValueError(f"shard rank {rank} outside 0..{num_shards - 1}")
+        self.indices = np.arange(rank, num_samples, num_shards)
+        if num_samples and len(self.indices) == 0:
+            raise ValueError(f"{num_samples} samples cannot feed {num_shards} shards")
+        num_samples = len(self.indices)
         if last_batch not in ("rollover", "keep", "discard"):
             raise ValueError(f"last_batch must be rollover/keep/discard, got {last_batch!r}")
         if batch_size < 1 or num_samples < 1:
@@ -47,6 +57,7 @@ class SeededBatchSampler(Sampler):
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = int(np.random.SeedSequence().entropy % (2 ** 63)) if seed is None else seed
+        self.seed += rank << 32
         self.last_batch = last_batch
         self.iteration = int(start_iteration)
         self.num_iterations = num_iterations
@@ -74,7 +85,8 @@ class SeededBatchSampler(Sampler):
         else:
             epoch, k = divmod(iteration, self.batches_per_epoch())
             positions = [(epoch, j) for j in range(k * b, min(n, (k + 1) * b))]
-        return [(int(self._permutation(e)[j]), (self.seed, 1, e, j)) for e, j in positions]
+        return [(int(self.indices[self._permutation(e)[j]]), (self.seed, 1, e, j))
+                for e, j in positions]
 
     def __iter__(self):
         count = self.num_iterations if self.num_iterations is not None else len(self)
@@ -128,7 +140,8 @@ class SegmentationLoader(DataLoader):
 def make_dataloader(dataset: SegmentationDataset, batch_size: int, shuffle: Optional[bool] = None,
                     num_workers: int = 0, last_batch: Optional[str] = None,
                     seed: Optional[int] = None, start_iteration: int = 0,
-                    num_iterations: Optional[int] = None, **kwargs) -> SegmentationLoader:
+                    num_iterations: Optional[int] = None, shard: Tuple[int, int] = (0, 1),
+                    **kwargs) -> SegmentationLoader:
     """A DataLoader over ``dataset`` (worker processes when ``num_workers > 0``).
 
     mode 'train': batches ``(images float32 N x 3 x C x C, labels float32 N x C x C)`` ready for
@@ -136,6 +149,7 @@ def make_dataloader(dataset: SegmentationDataset, batch_size: int, shuffle: Opti
     augmentation are reproducible by ``seed`` and resumable by ``start_iteration`` (see the
     module docstring). mode 'val': batches are lists of (image 3 x H x W, label H x W) pairs,
     ``shuffle`` and ``last_batch`` default to False / 'keep' (every image once).
+    ``shard=(rank, num_workers)``: this distributed worker's share of the samples.
     Extra ``kwargs`` go to gluon's DataLoader (e.g. ``timeout``, ``prefetch``).
     """
     val = dataset.mode == "val"
@@ -144,7 +158,7 @@ def make_dataloader(dataset: SegmentationDataset, batch_size: int, shuffle: Opti
     if last_batch is None:
         last_batch = "keep" if val else "rollover"
     sampler = SeededBatchSampler(len(dataset), batch_size, shuffle, seed, last_batch,
-                                 start_iteration, num_iterations)
+                                 start_iteration, num_iterations, shard)
     return SegmentationLoader(_NumpySamples(dataset), sampler,
                               _Batchify(shared=num_workers > 0, as_list=val),
                               num_workers=num_workers, **kwargs)

@@ -19,7 +19,7 @@ from ..checkpoint import (
     restore_trainer_states,
     save_checkpoint,
 )
-from ..data import get_dataset
+from ..data import get_dataset, make_dataloader
 from ..evaluation import evaluate
 from ..models import build_model
 from .checkpoints import (
@@ -34,7 +34,6 @@ from .checkpoints import (
 from .loss import SegmentationLoss
 from .monitor import JsonlLog, plot_curves
 from .optim import make_trainer
-from .sampler import make_train_loader
 from .schedule import poly_lr
 from .step import RunningStatsSync, forward_backward
 
@@ -253,8 +252,10 @@ def train(args: Union[argparse.Namespace, Dict[str, Any]]) -> Dict[str, Any]:
     if not trained:
         say(f"{resume_path} is at iteration {start} >= --max_iter {max_iter}: nothing to do")
     else:
-        loader = make_train_loader(train_set, args.batch_size, args.seed, start, max_iter,
-                                   args.num_workers, dist.rank, dist.num_workers)
+        loader = make_dataloader(train_set, args.batch_size, num_workers=args.num_workers,
+                                 seed=args.seed, start_iteration=start,
+                                 num_iterations=max_iter - start,
+                                 shard=(dist.rank, dist.num_workers))
         bar = tqdm(total=max_iter, initial=start, desc="train", unit="it",
                    disable=not dist.chief or not args.progress, dynamic_ncols=True)
         window_loss, window_steps, window_start = 0.0, 0, time.perf_counter()
