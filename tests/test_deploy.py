@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from gluon_deeplab import build_model
-from gluon_deeplab.checkpoint import model_from_checkpoint, save_checkpoint
-from gluon_deeplab.data import get_dataset, make_dataloader, make_synthetic_dataset
+from gluon_deeplab.checkpoint import model_from_checkpoint
+from gluon_deeplab.data import get_dataset
 from gluon_deeplab.deploy import export_checkpoint, onnx_logits, quantize_model, read_meta
 from gluon_deeplab.deploy.int8 import excluded_layer_names
 from gluon_deeplab.evaluation import ConfusionMatrix
@@ -30,34 +30,14 @@ def _imports(prefix):
 
 
 @pytest.fixture(scope="module")
-def synthetic_root(tmp_path_factory):
-    root = str(tmp_path_factory.mktemp("synthetic"))
-    return make_synthetic_dataset(root, num_train=12, num_val=6, size=IMAGE_SIZE,
-                                  num_classes=NUM_CLASSES, seed=0)
+def synthetic_root(trained_synthetic):
+    return trained_synthetic[0]
 
 
 @pytest.fixture(scope="module")
-def trained_checkpoint(synthetic_root, tmp_path_factory):
-    """A resnet18_v2 DeepLab trained briefly (plain gluon.Trainer loop) on the synthetic set,
-    so that INT8 is compared with a model whose predictions mean something."""
-    mx.random.seed(0)
-    train = get_dataset("synthetic", synthetic_root, "train", mode="train", crop_size=48)
-    net = build_model(NUM_CLASSES, "resnet18_v2", "aspp", output_stride=16)
-    net.hybridize()
-    trainer = mx.gluon.Trainer(net.collect_params(), "adam", {"learning_rate": 2e-3})
-    loss_fn = mx.gluon.loss.SoftmaxCrossEntropyLoss(axis=1, sparse_label=True)
-    loader = make_dataloader(train, batch_size=4, seed=0, num_iterations=30)
-    for image, label in loader:
-        ignore = label == 255
-        with mx.autograd.record():
-            out = net(image)
-            loss = loss_fn(out, mx.nd.where(ignore, mx.nd.zeros_like(label), label),
-                           mx.nd.expand_dims(1 - ignore, axis=1))
-        loss.backward()
-        trainer.step(image.shape[0])
-    path = str(tmp_path_factory.mktemp("ckpt") / "trained.params")
-    save_checkpoint(path, net, iteration=30)
-    return path
+def trained_checkpoint(trained_synthetic):
+    """A model whose predictions mean something, so that INT8 is compared with it."""
+    return trained_synthetic[1]
 
 
 def _val_images(root):

@@ -1,8 +1,7 @@
 """Inference (multi-scale, flip, sliding window), split evaluation, dense CRF and scripts/eval.py.
 
-The "trained model" fixture trains a resnet18_v2 DeepLabV3 for 40 iterations on a small
-synthetic set with its own minimal loop (gluon.Trainer + SoftmaxCrossEntropyLoss), because
-this module must not depend on the trainer package.
+The trained model comes from conftest's ``trained_synthetic``: the project's trainer run briefly
+on a small synthetic set.
 """
 
 from __future__ import annotations
@@ -14,12 +13,12 @@ import sys
 import mxnet as mx
 import numpy as np
 import pytest
-from mxnet import autograd, gluon
+from mxnet import gluon
 from PIL import Image
 
 from gluon_deeplab import build_model
-from gluon_deeplab.checkpoint import save_checkpoint
-from gluon_deeplab.data import get_dataset, make_dataloader, make_synthetic_dataset
+from gluon_deeplab.checkpoint import model_from_checkpoint, save_checkpoint
+from gluon_deeplab.data import get_dataset
 from gluon_deeplab.evaluation import (
     ConfusionMatrix,
     DenseCRF,
@@ -35,36 +34,17 @@ SIZE = 40
 
 
 @pytest.fixture(scope="module")
-def synthetic_root(tmp_path_factory):
-    root = str(tmp_path_factory.mktemp("synthetic"))
-    return make_synthetic_dataset(root, num_train=16, num_val=4, size=(SIZE, SIZE),
-                                  num_classes=NUM_CLASSES, seed=0)
+def synthetic_root(trained_synthetic):
+    return trained_synthetic[0]
 
 
 @pytest.fixture(scope="module")
-def trained(synthetic_root, tmp_path_factory):
-    """(net, val dataset, checkpoint path) after a short real training run."""
-    mx.random.seed(0)
-    np.random.seed(0)
-    train_set = get_dataset("synthetic", synthetic_root, "train", mode="train", crop_size=SIZE)
-    val_set = get_dataset("synthetic", synthetic_root, "val", mode="val")
-    net = build_model(NUM_CLASSES, "resnet18_v2")
-    # Small initial logits: the default init gives logits of +-70, which trains slowly.
-    net.classifier.initialize(mx.init.Normal(0.01), force_reinit=True)
+def trained(trained_synthetic):
+    """(net, val dataset, checkpoint path) of the model the trainer trained (conftest)."""
+    root, path = trained_synthetic
+    net, _ = model_from_checkpoint(path)
     net.hybridize()
-    trainer = gluon.Trainer(net.collect_params(), "adam", {"learning_rate": 1e-3})
-    loss_fn = gluon.loss.SoftmaxCrossEntropyLoss(axis=1)
-    for images, labels in make_dataloader(train_set, 8, seed=0, num_iterations=40):
-        valid = labels != 255
-        with autograd.record():
-            loss = loss_fn(net(images), mx.nd.where(valid, labels, mx.nd.zeros_like(labels)),
-                           valid.expand_dims(1))
-        loss.backward()
-        trainer.step(images.shape[0])
-    mx.nd.waitall()
-    path = str(tmp_path_factory.mktemp("ckpt") / "trained.params")
-    save_checkpoint(path, net, iteration=40)
-    return net, val_set, path
+    return net, get_dataset("synthetic", root, "val", mode="val"), path
 
 
 @pytest.fixture(scope="module")
@@ -274,7 +254,7 @@ def test_eval_writes_json_with_the_four_metrics(tiny_checkpoint, synthetic_root,
     for key in ("pixel_accuracy", "mean_accuracy", "miou", "fwiou"):
         assert 0.0 <= data[key] <= 1.0
     assert list(data["per_class_iou"]) == ["background", "stripes_1", "checker_2"]
-    assert data["num_images"] == 4
+    assert data["num_images"] == 6
     assert data["settings"]["output_stride"] == 8 and data["settings"]["flip"] is True
     printed = capsys.readouterr().out
     assert "mIoU" in printed and "background" in printed and "metrics written to" in printed
@@ -288,7 +268,7 @@ def test_eval_of_a_trained_checkpoint_matches_in_process_evaluation(trained, syn
                        "no_progress": True, "save_predictions": str(tmp_path / "pred"),
                        "num_workers": 1})
     assert result["miou"] == pytest.approx(expected["miou"], abs=1e-6)
-    assert result["iteration"] == 40
+    assert result["iteration"] == 100
     assert sorted(os.listdir(tmp_path / "pred")) == [f"{i}.png" for i in val_set.ids]
 
 
