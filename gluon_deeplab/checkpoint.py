@@ -18,7 +18,7 @@ from typing import Any, Dict, Optional, Tuple, Union
 import mxnet as mx
 import numpy as np
 
-from .models import DeepLabV3, build_model
+from .models import DeepLabV3, VortexPooling, build_model
 from .params import assign_parameters, parameter_arrays
 
 CHECKPOINT_FORMAT = "gluon-deeplab-checkpoint/1"
@@ -90,7 +90,7 @@ def model_config_of(net: DeepLabV3, **config: Any) -> Dict[str, Any]:
     derived = {
         "num_classes": net.num_classes,
         "backbone": backbone.backbone_name,
-        "head": "vortex" if hasattr(net.head, "kernels") else "aspp",
+        "head": "vortex" if isinstance(net.head, VortexPooling) else "aspp",
         "output_stride": backbone.output_stride,
         "aux": net.aux_head is not None,
         "multi_grid": list(backbone.multi_grid) if backbone.multi_grid else None,

@@ -27,9 +27,9 @@ def forward_backward(net: mx.gluon.Block, loss_fn: SegmentationLoss, images: mx.
     thread: SyncBatchNorm needs every device inside its forward and backward at once.
     """
     ctxs = list(ctxs)
+    normalizer = count_valid_pixels([labels], loss_fn.ignore_label)  # host copy, before splitting
     parts = split_batch(images, ctxs)
     targets = split_batch(labels, ctxs)
-    normalizer = count_valid_pixels(targets, loss_fn.ignore_label)
     losses: List[mx.nd.NDArray] = [None] * len(parts)
     errors: List[BaseException] = []
 
