@@ -4,7 +4,12 @@
 Example: python scripts/export.py --checkpoint runs/voc/final.params --output export/deeplab
 """
 
-from gluon_deeplab.deploy.cli import export_main
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from gluon_deeplab.deploy.cli import export_main  # noqa: E402
 
 if __name__ == "__main__":
     export_main()

@@ -4,8 +4,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import List, Optional
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def build_parser() -> argparse.ArgumentParser:
