@@ -19,6 +19,7 @@ from PIL import Image
 from gluon_deeplab import build_model
 from gluon_deeplab.checkpoint import model_from_checkpoint, save_checkpoint
 from gluon_deeplab.data import get_dataset
+from gluon_deeplab.devices import resolve_contexts
 from gluon_deeplab.evaluation import (
     ConfusionMatrix,
     DenseCRF,
@@ -26,7 +27,7 @@ from gluon_deeplab.evaluation import (
     predict_probabilities,
     voc_colormap,
 )
-from gluon_deeplab.evaluation.cli import eval_main, parse_contexts, parse_scales, run_eval
+from gluon_deeplab.evaluation.cli import eval_main, parse_scales, run_eval
 from gluon_deeplab.evaluation.inference import _window_starts
 
 NUM_CLASSES = 3
@@ -307,6 +308,6 @@ def test_scale_and_device_flags_are_parsed_with_clear_errors():
     assert parse_scales("0.5,0.75,1.0") == [0.5, 0.75, 1.0]
     with pytest.raises(ValueError, match="--scales"):
         parse_scales("0.5,big")
-    assert parse_contexts("") == [mx.cpu()]
-    with pytest.raises(ValueError, match="--gpus 7: GPU 7 not available"):
-        parse_contexts("7") if mx.context.num_gpus() < 8 else pytest.skip("8 GPUs present")
+    assert resolve_contexts("") == [mx.cpu()]
+    with pytest.raises(ValueError, match="--gpus 7: GPU 7 does not exist"):
+        resolve_contexts("7") if mx.context.num_gpus() < 8 else pytest.skip("8 GPUs present")

@@ -12,10 +12,9 @@ import os
 import time
 from typing import Any, Dict, List, Optional, Sequence, Union
 
-import mxnet as mx
-
 from ..checkpoint import load_checkpoint, model_from_checkpoint
 from ..data import DATASET_NAMES, get_dataset
+from ..devices import resolve_contexts
 from .crf import DenseCRF
 from .inference import FUSIONS, evaluate
 
@@ -31,22 +30,6 @@ def parse_scales(text: str) -> List[float]:
     if not scales or any(s <= 0 for s in scales):
         raise ValueError(f"--scales: expected positive numbers, got {text!r}")
     return scales
-
-
-def parse_contexts(gpus: Optional[str]) -> List[mx.Context]:
-    """'0,1' -> [gpu(0), gpu(1)]; '' or None -> [cpu()]."""
-    if gpus is None or not gpus.strip():
-        return [mx.cpu()]
-    try:
-        ids = [int(g) for g in gpus.split(",") if g.strip()]
-    except ValueError:
-        raise ValueError(f"--gpus: expected GPU ids like 0,1, got {gpus!r}") from None
-    available = mx.context.num_gpus()
-    missing = [i for i in ids if i < 0 or i >= available]
-    if missing:
-        raise ValueError(f"--gpus {gpus}: GPU {missing[0]} not available ({available} GPUs "
-                         "visible); leave --gpus empty to run on the CPU")
-    return [mx.gpu(i) for i in ids]
 
 
 def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
@@ -137,7 +120,7 @@ def run_eval(args: Union[argparse.Namespace, Dict[str, Any]]) -> Dict[str, Any]:
         required = ["--checkpoint", str(args["checkpoint"]), "--data_dir", str(args["data_dir"])]
         args = argparse.Namespace(**{**vars(build_parser().parse_args(required)), **args})
     scales = parse_scales(args.scales)
-    ctxs = parse_contexts(args.gpus)
+    ctxs = resolve_contexts(args.gpus)
     _check_outputs(args)
     crf = crf_from_args(args)
     ckpt = load_checkpoint(args.checkpoint)

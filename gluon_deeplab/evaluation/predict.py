@@ -18,12 +18,12 @@ from ..checkpoint import model_from_checkpoint
 from ..data import read_image, read_label_png
 from ..data.datasets import IMAGE_EXTS
 from ..data.transforms import normalize
+from ..devices import resolve_contexts
 from ..export import load_exported
 from .cli import (
     add_crf_arguments,
     add_inference_arguments,
     crf_from_args,
-    parse_contexts,
     parse_scales,
 )
 from .colormap import save_mask
@@ -172,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run_predict(args: argparse.Namespace) -> List[Dict[str, str]]:
     scales = parse_scales(args.scales)
-    ctxs = parse_contexts(args.gpus)
+    ctxs = resolve_contexts(args.gpus)
     images = collect_images(args.inputs)
     crf = crf_from_args(args)
     # Cheap checks first: no model is loaded for a run that would fail on its outputs.

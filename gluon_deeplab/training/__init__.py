@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..devices import resolve_contexts
 from .bench import benchmark_training
 from .checkpoints import latest_checkpoint, list_checkpoints, prune_checkpoints
 from .cli import build_parser, check_args, main
@@ -13,7 +14,6 @@ from .trainer import (
     TrainingDiverged,
     TrainingError,
     iterations_for_epochs,
-    resolve_contexts,
     step_seed,
     train,
 )

@@ -173,7 +173,8 @@ def check_args(args: argparse.Namespace) -> None:
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Parse the flags, train, print where the final checkpoint is."""
-    from .trainer import TrainingError, resolve_contexts, train
+    from ..devices import resolve_contexts
+    from .trainer import TrainingError, train
 
     parser = build_parser()
     args = parser.parse_args(argv)
