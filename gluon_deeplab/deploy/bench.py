@@ -232,13 +232,10 @@ def _train_rows(config: BenchConfig) -> List[BenchRow]:
         BenchRow("train", f"train iteration {config.backbone} aspp {tag} (ours)", ours_s, "s/it",
                  ref_s / ours_s, "gluoncv / ours", ">= 1.0", ours_mem),
     ]
-    try:
-        from ..training import benchmark_training
-    except ImportError:
-        rows[-1].note = "trainer's benchmark_training not available"
-        return rows
+    from ..training import benchmark_training
+
     result, mem = _measured(benchmark_training, config.backbone, b, crop, 16, n, mx.cpu())
-    trainer_s = result["seconds_per_iter"] if isinstance(result, dict) else float(result)
+    trainer_s = result["seconds_per_iter"]
     rows.append(BenchRow("train", f"train iteration (trainer's loop) {tag}", trainer_s, "s/it",
                          ref_s / trainer_s, "gluoncv / ours", ">= 1.0", mem))
     return rows

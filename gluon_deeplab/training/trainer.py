@@ -133,9 +133,7 @@ def iterations_for_epochs(epochs: float, num_samples: int, batch_size: int,
 
 
 def _metrics_record(metrics: Dict[str, Any], iteration: int) -> Dict[str, Any]:
-    record = {"kind": "val", "iteration": iteration}
-    record.update({k: v for k, v in metrics.items()})
-    return record
+    return {"kind": "val", "iteration": iteration, **metrics}
 
 
 def train(args: Union[argparse.Namespace, Dict[str, Any]]) -> Dict[str, Any]:
