@@ -116,7 +116,6 @@ def export_checkpoint(checkpoint: Union[str, Checkpoint], prefix: str, *,
     fields: Dict[str, Any] = {}
     if int8:
         loader = calibration_loader(calib_dataset, num_calib_images, calib_size)
-        net.hybridize(static_alloc=True, static_shape=True)
         net = quantize_model(net, loader, calib_mode=calib_mode,
                              quantized_dtype=quantized_dtype, exclude=exclude, ctx=ctx)
         fields = {"precision": "int8", "calib_mode": calib_mode,
