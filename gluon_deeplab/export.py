@@ -8,6 +8,7 @@ PREFIX + '-0000.params')``.
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from typing import Optional, Tuple
@@ -21,6 +22,11 @@ EXPORT_PROBE_SIZE = (64, 64)
 def exported_files(prefix: str) -> Tuple[str, str]:
     """The symbol and parameter files of an export prefix."""
     return f"{prefix}-symbol.json", f"{prefix}-0000.params"
+
+
+def meta_path(prefix: str) -> str:
+    """The meta file written beside an export (``gluon_deeplab.deploy`` writes it)."""
+    return f"{prefix}-meta.json"
 
 
 def export_model(net: HybridBlock, prefix: str, overwrite: bool = False,
@@ -42,7 +48,11 @@ def export_model(net: HybridBlock, prefix: str, overwrite: bool = False,
 
 
 def load_exported(prefix: str, ctx: Optional[mx.Context] = None) -> SymbolBlock:
-    """Load an export written by :func:`export_model` (or ``HybridBlock.export``)."""
+    """Load an export written by :func:`export_model` (or ``HybridBlock.export``).
+
+    With a meta file beside it, the block gets its ``output_stride``, so that inference pads
+    images to the pixel-exact size as it does for a checkpoint's model.
+    """
     symbol_file, params_file = exported_files(prefix)
     for f in (symbol_file, params_file):
         if not os.path.isfile(f):
@@ -51,4 +61,7 @@ def load_exported(prefix: str, ctx: Optional[mx.Context] = None) -> SymbolBlock:
         warnings.simplefilter("ignore", UserWarning)
         block = SymbolBlock.imports(symbol_file, ["data"], params_file, ctx=ctx or mx.cpu())
     block.hybridize(static_alloc=True)
+    if os.path.isfile(meta_path(prefix)):
+        with open(meta_path(prefix), encoding="utf-8") as f:
+            block.output_stride = json.load(f).get("output_stride")
     return block

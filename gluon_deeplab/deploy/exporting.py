@@ -15,18 +15,13 @@ import mxnet as mx
 
 from ..checkpoint import Checkpoint, atomic_write, load_checkpoint, model_from_checkpoint
 from ..data import MEAN, STD, SegmentationDataset
-from ..export import export_model, exported_files
+from ..export import export_model, exported_files, meta_path
 from .int8 import DEFAULT_EXCLUDE, calibration_loader, quantize_model
 
 EXPORT_FORMAT = "gluon-deeplab-export/1"
 INPUT_CONVENTION = ("float32 NCHW batch of RGB images scaled to [0, 1], then normalized "
                     "(x - mean) / std per channel; any H x W")
 OUTPUT_CONVENTION = "float32 logits N x num_classes x H x W (argmax over axis 1 = class map)"
-
-
-def meta_path(prefix: str) -> str:
-    """The meta file written beside an export."""
-    return f"{prefix}-meta.json"
 
 
 def onnx_path(prefix: str) -> str:

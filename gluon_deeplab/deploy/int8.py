@@ -115,4 +115,5 @@ def quantize_model(net: HybridBlock, calib_loader: DataLoader, calib_mode: str =
                            quantize_granularity=granularity, exclude_layers=excluded,
                            calib_data=calib_loader, calib_mode=calib_mode,
                            num_calib_examples=len(calib_loader), ctx=ctx, logger=logger)
+    qnet.output_stride = getattr(net, "output_stride", None)  # inference pads to stride*k+1
     return qnet

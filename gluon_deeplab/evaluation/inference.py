@@ -1,6 +1,7 @@
 """Inference on whole images: multi-scale, flip, sliding window, and split evaluation.
 
-Every image is run at its own size (no padding, nothing dropped). Images of a split are
+Every image is run at its own size, padded with the mean at the bottom and right to the next
+``output_stride * k + 1`` and cropped back (nothing dropped). Images of a split are
 spread round-robin over all contexts; MXNet runs the queued work of different devices at
 the same time and the results are only read back once every device has its image.
 """
@@ -16,6 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..data.transforms import MEAN, STD
+from ..models.upsample import padded_size
 from .colormap import save_mask
 from .metrics import ConfusionMatrix
 
@@ -37,9 +39,25 @@ def _pair(crop_size: CropSize) -> Optional[Tuple[int, int]]:
     return h, w
 
 
-def _logits(net: Callable, x: mx.nd.NDArray) -> mx.nd.NDArray:
+def output_stride_of(net: Any) -> Optional[int]:
+    """The output stride of a model (a :class:`DeepLabV3`, or an export loaded with its meta
+    file); None when unknown, and then images are not padded."""
+    stride = getattr(net, "output_stride", None)
+    return int(stride) if stride else None
+
+
+def _logits(net: Callable, x: mx.nd.NDArray, stride: Optional[int]) -> mx.nd.NDArray:
+    """Logits of ``x`` (1 x 3 x H x W). With a known ``stride`` the image is padded at the
+    bottom and right with the mean (0 once normalized) to ``stride * k + 1`` and the logits
+    are cropped back, so that the last feature cell lies on the image's last pixel."""
+    _, _, h, w = x.shape
+    ph, pw = (padded_size(h, stride), padded_size(w, stride)) if stride else (h, w)
+    if (ph, pw) != (h, w):
+        x = mx.nd.pad(x, mode="constant", constant_value=0.0,
+                      pad_width=(0, 0, 0, 0, 0, ph - h, 0, pw - w))
     out = net(x)
-    return out[0] if isinstance(out, (list, tuple)) else out
+    out = out[0] if isinstance(out, (list, tuple)) else out
+    return out[:, :, :h, :w] if (ph, pw) != (h, w) else out
 
 
 def _window_starts(size: int, crop: int) -> List[int]:
@@ -51,19 +69,19 @@ def _window_starts(size: int, crop: int) -> List[int]:
     return sorted({min(i * stride, size - crop) for i in range(count)})
 
 
-def _softmax_windowed(net: Callable, x: mx.nd.NDArray,
-                      crop: Optional[Tuple[int, int]]) -> mx.nd.NDArray:
+def _softmax_windowed(net: Callable, x: mx.nd.NDArray, crop: Optional[Tuple[int, int]],
+                      stride: Optional[int]) -> mx.nd.NDArray:
     """Softmax probabilities 1 x C x H x W; windows of ``crop`` averaged where they overlap."""
     _, _, h, w = x.shape
     if crop is None or (h <= crop[0] and w <= crop[1]):
-        return mx.nd.softmax(_logits(net, x), axis=1)
+        return mx.nd.softmax(_logits(net, x, stride), axis=1)
     ch, cw = min(crop[0], h), min(crop[1], w)
     total: Optional[mx.nd.NDArray] = None
     count = np.zeros((h, w), dtype=np.float32)
     for top in _window_starts(h, ch):
         for left in _window_starts(w, cw):
             window = x[:, :, top:top + ch, left:left + cw]
-            prob = mx.nd.softmax(_logits(net, window), axis=1)
+            prob = mx.nd.softmax(_logits(net, window, stride), axis=1)
             if total is None:
                 total = mx.nd.zeros((1, prob.shape[1], h, w), ctx=x.context)
             total[:, :, top:top + ch, left:left + cw] += prob
@@ -72,9 +90,11 @@ def _softmax_windowed(net: Callable, x: mx.nd.NDArray,
 
 
 def _resize(x: mx.nd.NDArray, height: int, width: int) -> mx.nd.NDArray:
+    """Resize between two pixel grids with corners aligned: the same mapping both ways, so
+    a scale's probabilities come back to the pixels its image was sampled from."""
     if x.shape[2] == height and x.shape[3] == width:
         return x
-    return mx.nd.contrib.BilinearResize2D(x, height=height, width=width)
+    return mx.nd.contrib.BilinearResize2D(x, height=height, width=width, align_corners=True)
 
 
 def predict_probabilities_nd(net: Callable, image: mx.nd.NDArray, ctx: mx.Context,
@@ -82,6 +102,7 @@ def predict_probabilities_nd(net: Callable, image: mx.nd.NDArray, ctx: mx.Contex
                              fusion: str = "mean", crop_size: CropSize = None) -> mx.nd.NDArray:
     """Like :func:`predict_probabilities` but returns a C x H x W NDArray on ``ctx`` without
     waiting for the result (so several devices can be kept busy)."""
+    stride = output_stride_of(net)
     if fusion not in FUSIONS:
         raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
     if not scales:
@@ -100,7 +121,7 @@ def predict_probabilities_nd(net: Callable, image: mx.nd.NDArray, ctx: mx.Contex
         xs = _resize(x, sh, sw)
         inputs = [(xs, False)] + ([(xs.flip(axis=3), True)] if flip else [])
         for xi, flipped in inputs:
-            prob = _softmax_windowed(net, xi, crop)
+            prob = _softmax_windowed(net, xi, crop, stride)
             if flipped:
                 prob = prob.flip(axis=3)
             prob = _resize(prob, h, w)
@@ -126,7 +147,9 @@ def predict_probabilities(net: Callable, image: mx.nd.NDArray, ctx: mx.Context,
     Each scale resizes the image bilinearly, optionally adds its horizontal mirror, runs the
     net (by overlapping ``crop_size`` windows when the scaled image is larger than that) and
     resizes the probabilities back to H x W; the results are fused by their ``mean`` or
-    per-pixel ``max`` (renormalized to sum to 1).
+    per-pixel ``max`` (renormalized to sum to 1). Every image or window the net sees is
+    padded with the mean to ``output_stride * k + 1`` (:func:`output_stride_of`) and its
+    logits cropped back, as official DeepLab pads to 513.
     """
     return predict_probabilities_nd(net, image, ctx, scales, flip, fusion,
                                     crop_size).asnumpy().astype(np.float32)

@@ -9,9 +9,11 @@ from .resnet_v2 import (
     canonical_backbone_name,
     load_pretrained_backbone,
 )
+from .upsample import exact_upsample, exact_upsample_fixed, padded_size
 
 __all__ = [
     "ASPP", "ASPPPooling", "DeepLabV3", "FCNHead", "RESNET_V2_SPECS", "ResNetV2Backbone",
     "VortexBranch", "VortexPooling", "build_backbone", "build_model", "canonical_backbone_name",
-    "canonical_head_name", "freeze_batchnorm_parameters", "load_pretrained_backbone",
+    "canonical_head_name", "exact_upsample", "exact_upsample_fixed", "freeze_batchnorm_parameters",
+    "load_pretrained_backbone", "padded_size",
 ]

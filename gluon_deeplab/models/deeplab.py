@@ -10,6 +10,7 @@ from mxnet.gluon.nn import HybridBlock
 
 from .heads import ASPP, ASPP_RATES, FCNHead, VortexPooling
 from .resnet_v2 import DEFAULT_MULTI_GRID, KAIMING_INIT, build_backbone, canonical_backbone_name
+from .upsample import exact_upsample, exact_upsample_fixed
 
 # Small logits at the start: Kaiming fan-out on a few output channels gives logits of +-70.
 CLASSIFIER_INIT = mx.init.Normal(0.01)
@@ -28,9 +29,10 @@ def canonical_head_name(head: Union[str, int]) -> str:
 class DeepLabV3(HybridBlock):
     """Backbone -> head (ASPP or Vortex) -> 1x1 classifier -> bilinear upsampling to the input.
 
-    Returns the logits, or (logits, auxiliary logits) when built with an auxiliary head.
-    ``fixed_size=(H, W)`` resizes to a constant size instead of the input's: only for
-    converters (ONNX) that cannot resize "like" another tensor.
+    Returns the logits, or (logits, auxiliary logits) when built with an auxiliary head. The
+    upsampling is pixel-exact at any H x W (:func:`~.upsample.exact_upsample`): feature j
+    lands on pixel ``output_stride * j``. ``fixed_size=(H, W)`` resizes to a constant size
+    instead of the input's: only for converters (ONNX) that cannot resize "like" a tensor.
     """
 
     def __init__(self, backbone: HybridBlock, head: HybridBlock, num_classes: int,
@@ -46,18 +48,24 @@ class DeepLabV3(HybridBlock):
                                         weight_initializer=CLASSIFIER_INIT)
             self.aux_head = aux_head
 
-    def _upsample(self, F, logits, x):
+    @property
+    def output_stride(self) -> int:
+        """Input size / size of the features the head sees (8, 16 or 32)."""
+        return self.backbone.output_stride
+
+    def _upsample(self, F, logits, x, stride: int):
         if self.fixed_size:
-            return F.contrib.BilinearResize2D(logits, height=self.fixed_size[0],
-                                              width=self.fixed_size[1])
-        return F.contrib.BilinearResize2D(logits, like=x, mode="like")
+            return exact_upsample_fixed(F, logits, self.fixed_size, stride)
+        return exact_upsample(F, logits, x, stride)
 
     def hybrid_forward(self, F, x):
         c3, c4 = self.backbone.stages(x)
-        logits = self._upsample(F, self.classifier(self.head(c4)), x)
+        logits = self._upsample(F, self.classifier(self.head(c4)), x, self.output_stride)
         if self.aux_head is None:
             return logits
-        return logits, self._upsample(F, self.aux_head(c3), x)
+        # Stage 3 is never dilated beyond stride 16 (at OS 32 it has stride 16).
+        aux_stride = min(self.output_stride, 16)
+        return logits, self._upsample(F, self.aux_head(c3), x, aux_stride)
 
 
 def freeze_batchnorm_parameters(net: HybridBlock) -> None:

@@ -1,0 +1,48 @@
+"""Pixel-exact upsampling of a strided feature grid (the rule in REFERENCE.md, "pixel geometry").
+
+With "same" padding, cell j of a stride-``s`` grid is centred on pixel ``s * j`` of the finer
+grid, so output pixel y must read cell y / s. Bilinear resizing with corners aligned from h
+cells to R pixels reads cell y * (h - 1) / (R - 1): the two agree when R = (h - 1) * s + 1
+(e.g. 513 at s = 16). So the cells are resized to exactly that size, and the at most s - 1
+rows and columns beyond the last cell (the target has ceil(H / s) = h cells) are filled by
+edge padding, then cut to the target's size. At H = (h - 1) * s + 1 this is the plain resize.
+"""
+
+from __future__ import annotations
+
+from typing import Tuple
+
+
+def exact_upsample(F, x, like, factor: int):
+    """Resize ``x`` (N x C x h x w, cell j at pixel ``factor * j``) to ``like``'s H x W.
+
+    Every size comes from the tensors, so a hybridized graph accepts any input size.
+    """
+    if factor == 1:
+        return F.slice_like(x, like, axes=(2, 3))
+    # A 1-channel tensor of the exact size (h - 1) * factor + 1 to resize "like".
+    ref = F.UpSampling(F.slice_axis(x, axis=1, begin=0, end=1), scale=factor,
+                       sample_type="nearest")
+    ref = F.slice_axis(ref, axis=2, begin=0, end=-(factor - 1))
+    ref = F.slice_axis(ref, axis=3, begin=0, end=-(factor - 1))
+    up = F.contrib.BilinearResize2D(x, like=ref, mode="like", align_corners=True)
+    up = F.pad(up, mode="edge", pad_width=(0, 0, 0, 0, 0, factor - 1, 0, factor - 1))
+    return F.slice_like(up, like, axes=(2, 3))
+
+
+def exact_upsample_fixed(F, x, size: Tuple[int, int], factor: int):
+    """:func:`exact_upsample` to a constant ``size`` (H, W): resizing and padding by constants
+    only, for converters (ONNX) that cannot resize "like" another tensor."""
+    height, width = size
+    exact = [(-(-n // factor) - 1) * factor + 1 for n in (height, width)]
+    up = F.contrib.BilinearResize2D(x, height=exact[0], width=exact[1], align_corners=True)
+    if exact == [height, width]:
+        return up
+    return F.pad(up, mode="edge",
+                 pad_width=(0, 0, 0, 0, 0, height - exact[0], 0, width - exact[1]))
+
+
+def padded_size(size: int, stride: int) -> int:
+    """The smallest ``stride * k + 1 >= size``: an image padded to it puts its last feature
+    cell on its last pixel, so no pixel is extrapolated (official DeepLab's 513)."""
+    return stride * max(0, -(-(size - 1) // stride)) + 1
