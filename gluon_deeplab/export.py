@@ -33,10 +33,15 @@ def export_model(net: HybridBlock, prefix: str, overwrite: bool = False,
                  probe_size: Tuple[int, int] = EXPORT_PROBE_SIZE) -> Tuple[str, str]:
     """Hybridize ``net``, trace it once and write its symbol and parameters under ``prefix``.
 
-    Existing files are kept unless ``overwrite``; returns the two file paths.
+    A model that knows its output stride also gets ``PREFIX-meta.json`` with it (and its
+    class count), so that inference on the export pads images like on the model itself
+    (``gluon_deeplab.deploy`` writes the full record). Existing files are kept unless
+    ``overwrite``; returns the symbol and parameter file paths.
     """
     files = exported_files(prefix)
-    existing = [f for f in files if os.path.exists(f)]
+    stride = getattr(net, "output_stride", None)
+    existing = [f for f in files + ((meta_path(prefix),) if stride else ())
+                if os.path.exists(f)]
     if existing and not overwrite:
         raise FileExistsError(f"{existing[0]} exists; choose another --output or pass overwrite")
     os.makedirs(os.path.dirname(os.path.abspath(prefix)), exist_ok=True)
@@ -44,6 +49,10 @@ def export_model(net: HybridBlock, prefix: str, overwrite: bool = False,
     net.hybridize()
     net(mx.nd.zeros((1, 3) + tuple(probe_size), ctx=ctx))
     net.export(prefix, epoch=0, remove_amp_cast=True)
+    if stride:
+        record = {"output_stride": int(stride), "num_classes": getattr(net, "num_classes", None)}
+        with open(meta_path(prefix), "w", encoding="utf-8") as f:
+            json.dump(record, f, indent=2)
     return files
 
 
