@@ -1,7 +1,14 @@
 """Model blocks: dilated ResNet-v2 backbones, ASPP / Vortex heads, DeepLabV3."""
 
-from .deeplab import DeepLabV3, build_model, canonical_head_name, freeze_batchnorm_parameters
-from .heads import ASPP, ASPPPooling, FCNHead, VortexBranch, VortexPooling
+from .deeplab import (
+    DeepLabV3,
+    build_model,
+    canonical_head_name,
+    default_head_settings,
+    freeze_batchnorm_parameters,
+    recorded_head_settings,
+)
+from .heads import ASPP, ASPPPooling, FCNHead, VortexBranch, VortexPooling, vortex_kernels_for
 from .resnet_v2 import (
     RESNET_V2_SPECS,
     ResNetV2Backbone,
@@ -13,5 +20,6 @@ from .resnet_v2 import (
 __all__ = [
     "ASPP", "ASPPPooling", "DeepLabV3", "FCNHead", "RESNET_V2_SPECS", "ResNetV2Backbone",
     "VortexBranch", "VortexPooling", "build_backbone", "build_model", "canonical_backbone_name",
-    "canonical_head_name", "freeze_batchnorm_parameters", "load_pretrained_backbone",
+    "canonical_head_name", "default_head_settings", "freeze_batchnorm_parameters",
+    "load_pretrained_backbone", "recorded_head_settings", "vortex_kernels_for",
 ]

@@ -36,7 +36,7 @@ from .loss import SegmentationLoss
 from .monitor import JsonlLog, plot_curves
 from .optim import make_trainer
 from .schedule import poly_lr
-from .step import RunningStatsSync, forward_backward
+from .step import RunningStatsSync, forward_backward, warn_single_image_batchnorm
 
 LOG_FILE, CURVES_FILE = "log.jsonl", "curves.png"
 DEFAULT_TRAIN_SPLITS = {"voc_aug": "train_aug"}
@@ -173,6 +173,8 @@ def train(args: Union[argparse.Namespace, Dict[str, Any]]) -> Dict[str, Any]:
     np.random.seed(args.seed)
     freeze_bn = bool(args.freeze_batch_norm)
     syncbn = args.syncbn and len(ctxs) > 1 and not freeze_bn
+    if dist.chief:
+        warn_single_image_batchnorm(args.batch_size, len(ctxs), freeze_bn, syncbn)
     net = build_model(num_classes, args.base_architecture, args.aspp_or_vortex,
                       args.output_stride, pretrained_backbone=args.pre_trained_model,
                       aux=args.aux, freeze_bn=freeze_bn,
