@@ -9,6 +9,13 @@ from .deeplab import (
     recorded_head_settings,
 )
 from .heads import ASPP, ASPPPooling, FCNHead, VortexBranch, VortexPooling, vortex_kernels_for
+from .pretrained import (
+    PretrainedUnavailable,
+    default_pretrained,
+    imagenet_file,
+    model_store_root,
+    resolve_pretrained,
+)
 from .resnet_v2 import (
     RESNET_V2_SPECS,
     ResNetV2Backbone,
@@ -22,4 +29,6 @@ __all__ = [
     "VortexBranch", "VortexPooling", "build_backbone", "build_model", "canonical_backbone_name",
     "canonical_head_name", "default_head_settings", "freeze_batchnorm_parameters",
     "load_pretrained_backbone", "recorded_head_settings", "vortex_kernels_for",
+    "PretrainedUnavailable", "default_pretrained", "imagenet_file", "model_store_root",
+    "resolve_pretrained",
 ]

@@ -9,6 +9,7 @@ from mxnet.gluon import nn
 from mxnet.gluon.nn import HybridBlock
 
 from .heads import ASPP, ASPP_RATES, FCNHead, VortexPooling, vortex_kernels_for
+from .pretrained import resolve_pretrained
 from .resnet_v2 import DEFAULT_MULTI_GRID, KAIMING_INIT, build_backbone, canonical_backbone_name
 
 # Small logits at the start: Kaiming fan-out on a few output channels gives logits of +-70.
@@ -111,7 +112,8 @@ def build_model(num_classes: int = 21, backbone: str = "resnet50_v2",
     """Build an initialized DeepLabV3.
 
     ``head`` is 'aspp'/'vortex' (or the seed's 1/2); ``pretrained_backbone`` a model zoo
-    ImageNet ``.params`` file, loaded strictly. ``aspp_rates`` / ``vortex_kernels`` default to
+    ImageNet ``.params`` file, loaded strictly, or 'imagenet' (MXNet's model store, see
+    :func:`resolve_pretrained`) or 'none'. ``aspp_rates`` / ``vortex_kernels`` default to
     the output stride's (:func:`default_head_settings`); only the chosen head's may be given.
     ``freeze_bn`` makes every BatchNorm use its
     running statistics and receive no gradient (phase 2 of the schedule); ``syncbn_devices > 1``
@@ -133,6 +135,7 @@ def build_model(num_classes: int = 21, backbone: str = "resnet50_v2",
         norm_kwargs = {"num_devices": syncbn_devices}
     if freeze_bn:
         norm_kwargs = {"use_global_stats": True}
+    pretrained_backbone = resolve_pretrained(pretrained_backbone, backbone)
     features = build_backbone(backbone, output_stride, pretrained_backbone, multi_grid, ctx,
                               norm_layer, norm_kwargs)
     norms = {"norm_layer": norm_layer, "norm_kwargs": norm_kwargs}

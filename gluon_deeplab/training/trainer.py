@@ -22,7 +22,7 @@ from ..checkpoint import (
 from ..data import get_dataset, make_dataloader
 from ..devices import resolve_contexts
 from ..evaluation import evaluate
-from ..models import build_model
+from ..models import build_model, default_pretrained, resolve_pretrained
 from .checkpoints import (
     BEST,
     FINAL,
@@ -126,6 +126,18 @@ def _datasets(args: argparse.Namespace):
     return train_set, val_set
 
 
+def _pretrained_weights(args: argparse.Namespace, resume_path: Optional[str],
+                        say) -> Optional[str]:
+    """The backbone file to start from (None: random, or weights come from a checkpoint)."""
+    if resume_path or args.init_checkpoint:
+        return None
+    spec = args.pre_trained_model or default_pretrained(args.dataset)
+    path = resolve_pretrained(spec, args.base_architecture)
+    say(f"backbone weights: {path}" if path
+        else "backbone weights: random (--pre_trained_model none)")
+    return path
+
+
 def iterations_for_epochs(epochs: float, num_samples: int, batch_size: int,
                           num_workers: int = 1) -> int:
     """Optimizer steps that show every training sample ``epochs`` times."""
@@ -161,6 +173,7 @@ def train(args: Union[argparse.Namespace, Dict[str, Any]]) -> Dict[str, Any]:
         os.makedirs(out, exist_ok=True)
         for path in remove_stale_temporaries(out):
             say(f"removed {path} (left by an interrupted save)")
+    pretrained = _pretrained_weights(args, resume_path, say)  # fails early when unavailable
     train_set, val_set = _datasets(args)
     max_iter = args.max_iter
     if args.train_epochs is not None:
@@ -176,7 +189,7 @@ def train(args: Union[argparse.Namespace, Dict[str, Any]]) -> Dict[str, Any]:
     if dist.chief:
         warn_single_image_batchnorm(args.batch_size, len(ctxs), freeze_bn, syncbn)
     net = build_model(num_classes, args.base_architecture, args.aspp_or_vortex,
-                      args.output_stride, pretrained_backbone=args.pre_trained_model,
+                      args.output_stride, pretrained_backbone=pretrained,
                       aux=args.aux, freeze_bn=freeze_bn,
                       syncbn_devices=len(ctxs) if syncbn else 0, ctx=ctxs)
     start, best_miou, optimizer_states = 0, None, None
