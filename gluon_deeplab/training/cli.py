@@ -70,10 +70,17 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--dataset", default="voc_aug",
                    help="layout: voc, vocaug (SBD .mat), voc_aug (SegmentationClassAug PNGs), "
                         "folder, synthetic")
-    g.add_argument("--data_dir", default="./VOCdevkit_aug", help="dataset root folder")
+    g.add_argument("--data_dir", default=None,
+                   help="dataset root folder (default: gluoncv's $MXNET_HOME/datasets/voc, "
+                        "i.e. ~/.mxnet/datasets/voc, for voc and vocaug; else ./VOCdevkit_aug)")
     g.add_argument("--train_split", default=None,
                    help="training split (default train_aug for voc_aug, else train)")
     g.add_argument("--val_split", default="val", help="validation split")
+    g.add_argument("--val_dataset", default=None,
+                   help="layout of the validation set (default: --dataset), e.g. voc to "
+                        "validate vocaug train_aug on VOC 2012 val; best.params is chosen on it")
+    g.add_argument("--val_data_dir", default=None,
+                   help="root folder of the validation set (default: --data_dir)")
     g.add_argument("--crop_size", type=_positive_int, default=513,
                    help="training crop size (pixels, square)")
     g.add_argument("--ignore_label", type=int, default=255,

@@ -19,7 +19,7 @@ from ..checkpoint import (
     restore_trainer_states,
     save_checkpoint,
 )
-from ..data import get_dataset, make_dataloader
+from ..data import default_data_dir, make_dataloader, train_val_datasets
 from ..devices import resolve_contexts
 from ..evaluation import evaluate
 from ..models import build_model, default_pretrained, resolve_pretrained
@@ -116,14 +116,12 @@ def _find_start(args: argparse.Namespace, say) -> Optional[str]:
 
 def _datasets(args: argparse.Namespace):
     train_split = args.train_split or DEFAULT_TRAIN_SPLITS.get(args.dataset, "train")
-    train_set = get_dataset(args.dataset, args.data_dir, train_split, mode="train",
-                            crop_size=args.crop_size, num_classes=args.num_classes,
-                            ignore_label=args.ignore_label)
-    val_set = None
-    if args.val_interval > 0:
-        val_set = get_dataset(args.dataset, args.data_dir, args.val_split, mode="val",
-                              num_classes=args.num_classes, ignore_label=args.ignore_label)
-    return train_set, val_set
+    args.data_dir = args.data_dir or default_data_dir(args.dataset)  # recorded as used
+    return train_val_datasets(
+        args.dataset, args.data_dir, train_split,
+        args.val_split if args.val_interval > 0 else None, val_dataset=args.val_dataset,
+        val_data_dir=args.val_data_dir, crop_size=args.crop_size,
+        num_classes=args.num_classes, ignore_label=args.ignore_label)
 
 
 def _pretrained_weights(args: argparse.Namespace, resume_path: Optional[str],
