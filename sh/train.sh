@@ -18,6 +18,8 @@ DATASET=${DATASET:-voc_aug}
 DATA_DIR=${DATA_DIR:-./VOCdevkit_aug}
 TRAIN_SPLIT=${TRAIN_SPLIT:-}
 VAL_SPLIT=${VAL_SPLIT:-val}
+VAL_DATASET=${VAL_DATASET:-}         # e.g. voc: validate vocaug train_aug on VOC 2012 val
+VAL_DATA_DIR=${VAL_DATA_DIR:-}
 BACKBONE=${BACKBONE:-resnet_v2_50}
 HEAD=${HEAD:-1}                      # 1 = ASPP, 2 = Vortex pooling
 # Phase 1's backbone: imagenet (MXNet's model store, downloaded when missing), none, or a
@@ -45,6 +47,8 @@ set -- --dataset "$DATASET" --data_dir "$DATA_DIR" --val_split "$VAL_SPLIT" \
     --checkpoint_interval "$CHECKPOINT_INTERVAL" --num_workers "$NUM_WORKERS" \
     --resume "$RESUME" "$@"
 if [ -n "$TRAIN_SPLIT" ]; then set -- --train_split "$TRAIN_SPLIT" "$@"; fi
+if [ -n "$VAL_DATASET" ]; then set -- --val_dataset "$VAL_DATASET" "$@"; fi
+if [ -n "$VAL_DATA_DIR" ]; then set -- --val_data_dir "$VAL_DATA_DIR" "$@"; fi
 
 PHASE1="$OUTPUT_DIR/phase1_os16"
 PHASE2="$OUTPUT_DIR/phase2_os8"
