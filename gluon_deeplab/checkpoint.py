@@ -18,12 +18,13 @@ from typing import Any, Dict, Optional, Tuple, Union
 import mxnet as mx
 import numpy as np
 
-from .models import DeepLabV3, VortexPooling, build_model
+from .models import DeepLabV3, VortexPooling, build_model, recorded_head_settings
 from .params import assign_parameters, parameter_arrays
 
 CHECKPOINT_FORMAT = "gluon-deeplab-checkpoint/1"
 # build_model arguments recorded in every checkpoint.
-MODEL_CONFIG_KEYS = ("num_classes", "backbone", "head", "output_stride", "aux", "multi_grid")
+MODEL_CONFIG_KEYS = ("num_classes", "backbone", "head", "output_stride", "aux", "multi_grid",
+                     "aspp_rates", "vortex_kernels")
 _META, _OPTIMIZER, _PARAM = "__meta__", "__optimizer__", "param:"
 
 
@@ -94,6 +95,9 @@ def model_config_of(net: DeepLabV3, **config: Any) -> Dict[str, Any]:
         "output_stride": backbone.output_stride,
         "aux": net.aux_head is not None,
         "multi_grid": list(backbone.multi_grid) if backbone.multi_grid else None,
+        # The head's settings, so that a rebuild is what was trained (None: the other head).
+        "aspp_rates": list(getattr(net.head, "rates", ())) or None,
+        "vortex_kernels": list(getattr(net.head, "kernels", ())) or None,
     }
     derived.update(config)
     return derived
@@ -166,6 +170,7 @@ def model_from_checkpoint(checkpoint: Union[str, Checkpoint], ctx=None,
     config["aux"] = bool(aux and config.get("aux"))
     if output_stride is not None:
         config["output_stride"] = output_stride
+    config.update(recorded_head_settings(ckpt.model_config, output_stride))
     config.update(overrides)
     net = build_model(**config, freeze_bn=freeze_bn, syncbn_devices=syncbn_devices,
                       fixed_size=fixed_size, ctx=ctx)

@@ -18,9 +18,13 @@ DATASET=${DATASET:-voc_aug}
 DATA_DIR=${DATA_DIR:-./VOCdevkit_aug}
 TRAIN_SPLIT=${TRAIN_SPLIT:-}
 VAL_SPLIT=${VAL_SPLIT:-val}
+VAL_DATASET=${VAL_DATASET:-}         # e.g. voc: validate vocaug train_aug on VOC 2012 val
+VAL_DATA_DIR=${VAL_DATA_DIR:-}
 BACKBONE=${BACKBONE:-resnet_v2_50}
 HEAD=${HEAD:-1}                      # 1 = ASPP, 2 = Vortex pooling
-PRETRAINED=${PRETRAINED:-}           # model zoo ImageNet .params for phase 1
+# Phase 1's backbone: imagenet (MXNet's model store, downloaded when missing), none, or a
+# .params file; the default is imagenet, none for the generated synthetic set.
+if [ "$DATASET" = synthetic ]; then PRETRAINED=${PRETRAINED:-none}; else PRETRAINED=${PRETRAINED:-imagenet}; fi
 CROP_SIZE=${CROP_SIZE:-513}
 GPUS=${GPUS:-}                       # e.g. 0,1 (empty: CPU)
 OUTPUT_DIR=${OUTPUT_DIR:-runs/deeplabv3}
@@ -43,20 +47,16 @@ set -- --dataset "$DATASET" --data_dir "$DATA_DIR" --val_split "$VAL_SPLIT" \
     --checkpoint_interval "$CHECKPOINT_INTERVAL" --num_workers "$NUM_WORKERS" \
     --resume "$RESUME" "$@"
 if [ -n "$TRAIN_SPLIT" ]; then set -- --train_split "$TRAIN_SPLIT" "$@"; fi
+if [ -n "$VAL_DATASET" ]; then set -- --val_dataset "$VAL_DATASET" "$@"; fi
+if [ -n "$VAL_DATA_DIR" ]; then set -- --val_data_dir "$VAL_DATA_DIR" "$@"; fi
 
 PHASE1="$OUTPUT_DIR/phase1_os16"
 PHASE2="$OUTPUT_DIR/phase2_os8"
 
-echo "== phase 1: OS 16, batch $BATCH_SIZE_1, lr $LR_1, BN trained, $MAX_ITER_1 iterations -> $PHASE1"
-if [ -n "$PRETRAINED" ]; then
-    "$PYTHON" scripts/train.py "$@" --output_dir "$PHASE1" --output_stride 16 \
-        --batch_size "$BATCH_SIZE_1" --initial_learning_rate "$LR_1" --freeze_batch_norm 0 \
-        --max_iter "$MAX_ITER_1" --pre_trained_model "$PRETRAINED"
-else
-    "$PYTHON" scripts/train.py "$@" --output_dir "$PHASE1" --output_stride 16 \
-        --batch_size "$BATCH_SIZE_1" --initial_learning_rate "$LR_1" --freeze_batch_norm 0 \
-        --max_iter "$MAX_ITER_1"
-fi
+echo "== phase 1: OS 16, batch $BATCH_SIZE_1, lr $LR_1, BN trained, $MAX_ITER_1 iterations, backbone $PRETRAINED -> $PHASE1"
+"$PYTHON" scripts/train.py "$@" --output_dir "$PHASE1" --output_stride 16 \
+    --batch_size "$BATCH_SIZE_1" --initial_learning_rate "$LR_1" --freeze_batch_norm 0 \
+    --max_iter "$MAX_ITER_1" --pre_trained_model "$PRETRAINED"
 
 echo "== phase 2: OS 8, batch $BATCH_SIZE_2, lr $LR_2, BN frozen, $MAX_ITER_2 iterations -> $PHASE2"
 "$PYTHON" scripts/train.py "$@" --output_dir "$PHASE2" --output_stride 8 \

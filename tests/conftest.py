@@ -46,3 +46,36 @@ def trained_synthetic(tmp_path_factory):
                     "checkpoint_interval": 1000, "num_workers": 0, "progress": 0,
                     "output_dir": str(base / "run")})
     return root, result["checkpoint"]
+
+
+@pytest.fixture
+def local_http_server(tmp_path):
+    """(base URL, served folder): a threaded HTTP server on 127.0.0.1 (free port), stopped at
+    the end of the test; it logs every requested path in ``server.requests``."""
+    import functools
+    import http.server
+    import threading
+
+    served = tmp_path / "served"
+    served.mkdir()
+    requests = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def do_GET(self):
+            requests.append(self.path)
+            super().do_GET()
+
+        def log_message(self, *args):  # keep the test output clean
+            pass
+
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(Handler, directory=str(served)))
+    server.requests = requests
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/", served, server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)

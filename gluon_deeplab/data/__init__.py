@@ -6,11 +6,16 @@ from .datasets import (
     DATASET_NAMES,
     VOC_CLASSES,
     SegmentationDataset,
+    check_disjoint,
+    default_data_dir,
     folder_dataset,
     get_dataset,
+    gluoncv_voc_root,
+    read_label_any,
     read_list,
     sbd_dataset,
     synthetic_dataset,
+    train_val_datasets,
     voc2012_val_ids,
     voc_aug_dataset,
     voc_dataset,
@@ -30,7 +35,8 @@ from .transforms import (
 )
 
 __all__ = [
-    "DATASET_NAMES", "VOC_CLASSES", "IGNORE_LABEL", "MEAN", "STD", "DataError",
+    "DATASET_NAMES", "VOC_CLASSES", "check_disjoint", "default_data_dir", "gluoncv_voc_root",
+    "read_label_any", "train_val_datasets", "IGNORE_LABEL", "MEAN", "STD", "DataError",
     "SegmentationDataset", "SeededBatchSampler", "SegmentationLoader", "TrainTransform",
     "ValTransform", "benchmark_loader", "folder_dataset", "get_dataset", "make_dataloader",
     "make_sample", "make_synthetic_dataset", "normalize", "normalize_numpy", "read_image",

@@ -163,6 +163,11 @@ class SegmentationDataset(Dataset):
         return problems
 
 
+def read_label_any(path: str) -> np.ndarray:
+    """An SBD ``.mat`` (GTcls.Segmentation) or an index/palette PNG, by file extension."""
+    return read_label_mat(path) if path.lower().endswith(".mat") else read_label_png(path)
+
+
 # -- list files and folder lookup ---------------------------------------------------------------
 def read_list(path: str) -> List[str]:
     """Image ids of a split list: one per line; the first token's file stem is the id (so both
@@ -269,18 +274,55 @@ def voc_dataset(root: str, split: str = "train", **kwargs) -> SegmentationDatase
 
 
 # -- SBD (.mat), gluoncv's VOCaug layout ---------------------------------------------------------
+def _sbd_train_aug(base: str, voc_root: str, **kwargs) -> SegmentationDataset:
+    """The paper's train_aug: (SBD train + SBD val + VOC 2012 train) minus VOC 2012 val.
+
+    An id in both VOC 2012 train and SBD takes VOC's image and fine PNG label (255 borders):
+    it is the official annotation, drawn the way VOC 2012 val, the reported split, is, while
+    SBD's are coarser crowd-sourced outlines; SegmentationClassAug makes the same choice.
+    """
+    voc = find_voc2012(voc_root)
+    if voc is None:
+        raise DataError(f"{voc_root}: train_aug needs VOC 2012 (its train and val lists, images "
+                        "and labels) at ROOT/VOC2012; pass voc_root= or download it "
+                        "(scripts/download_voc.py)")
+    sets = os.path.join(voc, "ImageSets", "Segmentation")
+    val = set(read_list(_split_file(sets, "val", "VOC 2012")))
+    voc_list = _split_file(sets, "train", "VOC 2012")
+    voc_ids = [i for i in dict.fromkeys(read_list(voc_list)) if i not in val]
+    sbd_ids = read_list(_split_file(base, "train", "SBD (VOCaug)")) \
+        + read_list(_split_file(base, "val", "SBD (VOCaug)"))
+    taken = set(voc_ids)
+    sbd_ids = [i for i in dict.fromkeys(sbd_ids) if i not in val and i not in taken]
+    skip_bad = kwargs.get("skip_bad", False)
+    samples = _pair_samples(voc_ids, os.path.join(voc, "JPEGImages"),
+                            os.path.join(voc, "SegmentationClass"), ".png", voc_list, skip_bad)
+    if sbd_ids:
+        samples += _pair_samples(sbd_ids, os.path.join(base, "img"), os.path.join(base, "cls"),
+                                 ".mat", os.path.join(base, "train.txt + val.txt"), skip_bad)
+    samples.sort(key=lambda sample: sample[0])
+    kwargs.setdefault("classes", VOC_CLASSES if kwargs.get("num_classes", 21) == 21 else None)
+    kwargs.setdefault("num_classes", 21)
+    return SegmentationDataset(samples, name="vocaug:train_aug", label_reader=read_label_any,
+                               **kwargs)
+
+
 def sbd_dataset(root: str, split: str = "train", voc_root: Optional[str] = None,
                 **kwargs) -> SegmentationDataset:
     """SBD as gluoncv lays it out: ``VOCaug/dataset/{img/*.jpg, cls/*.mat, train.txt, val.txt}``.
 
     'train' = SBD train.txt minus every VOC 2012 val id (the VOC 2012 val list is looked up under
     ``voc_root`` or ROOT; if none is found a warning says the split could overlap VOC 2012 val).
-    'val' = SBD's own val.txt (not VOC 2012 val). Labels: ``GTcls.Segmentation`` of each .mat.
+    'val' = SBD's own val.txt (not VOC 2012 val). 'train_aug' = the paper's 10,582 images (see
+    ``_sbd_train_aug``; needs VOC 2012 under ``voc_root`` or ROOT). Labels:
+    ``GTcls.Segmentation`` of each .mat.
     """
     base = _first_dir([os.path.join(root, "VOCaug", "dataset"), os.path.join(root, "dataset"),
                        root], ["img", "cls"])
     if base is None:
         raise DataError(f"{root}: no SBD folder (expected ROOT/VOCaug/dataset/{{img,cls}})")
+    if split == "train_aug":
+        return _sbd_train_aug(base, voc_root or root, **kwargs)
     list_path = _split_file(base, split, "SBD (VOCaug)")
     ids = read_list(list_path)
     name = f"vocaug:{split}"
@@ -389,6 +431,71 @@ def synthetic_dataset(root: str, split: str = "train", num_classes: Optional[int
                             kwargs.get("skip_bad", False))
     return SegmentationDataset(samples, num_classes=meta["num_classes"], classes=meta["classes"],
                                name=f"synthetic:{split}", **kwargs)
+
+
+# -- defaults and train/val pairing ------------------------------------------------------------
+VOC_FAMILY = ("voc", "vocaug", "voc_aug")  # ids are VOC image ids, comparable across layouts
+LEGACY_DATA_DIR = "./VOCdevkit_aug"
+
+
+def gluoncv_voc_root() -> str:
+    """GluonCV's VOC root, ``$MXNET_HOME/datasets/voc`` (MXNET_HOME defaults to ~/.mxnet):
+    ``VOC2012/`` and ``VOCaug/dataset/`` below it (what ``scripts/download_voc.py`` writes)."""
+    return os.path.join(os.path.expanduser(mx.base.data_dir()), "datasets", "voc")
+
+
+def default_data_dir(dataset: str) -> str:
+    """``--data_dir`` when not given: gluoncv's root for voc and vocaug, else ./VOCdevkit_aug."""
+    return gluoncv_voc_root() if dataset in ("voc", "vocaug") else LEGACY_DATA_DIR
+
+
+def check_disjoint(train: SegmentationDataset, val: SegmentationDataset, limit: int = 5) -> None:
+    """Refuse a validation set sharing images with the training set (DataError naming ids).
+
+    VOC-family datasets (voc, vocaug, voc_aug) compare image ids, which name the same image
+    across layouts; other datasets compare the image files themselves.
+    """
+    family = {ds.name.split(":")[0] for ds in (train, val)}
+    if family <= set(VOC_FAMILY):
+        val_keys = set(val.ids)
+        shared = [i for i in train.ids if i in val_keys]
+    else:
+        val_files = {os.path.realpath(val.image_path(i)) for i in range(len(val))}
+        shared = [train.ids[i] for i in range(len(train))
+                  if os.path.realpath(train.image_path(i)) in val_files]
+    if shared:
+        shared = sorted(set(shared))
+        more = f", ... ({len(shared)} in all)" if len(shared) > limit else ""
+        raise DataError(
+            f"training split {train.name} and validation split {val.name} share "
+            f"{len(shared)} image(s) ({', '.join(shared[:limit])}{more}): the validation "
+            "score would be inflated; choose disjoint splits (--train_split, --val_split, "
+            "--val_dataset)")
+
+
+def train_val_datasets(dataset: str, data_dir: Optional[str], train_split: str,
+                       val_split: Optional[str], val_dataset: Optional[str] = None,
+                       val_data_dir: Optional[str] = None, crop_size=513,
+                       num_classes: Optional[int] = None, ignore_label: int = IGNORE_LABEL,
+                       ) -> Tuple[SegmentationDataset, Optional[SegmentationDataset]]:
+    """The training set and the validation set (None when ``val_split`` is None).
+
+    The validation set defaults to the training dataset and folder; it may be another one
+    (e.g. SBD train_aug validated on VOC 2012 val). Both must share no image and agree on the
+    classes.
+    """
+    data_dir = data_dir or default_data_dir(dataset)
+    train = get_dataset(dataset, data_dir, train_split, mode="train", crop_size=crop_size,
+                        num_classes=num_classes, ignore_label=ignore_label)
+    if val_split is None:
+        return train, None
+    val = get_dataset(val_dataset or dataset, val_data_dir or data_dir, val_split, mode="val",
+                      num_classes=num_classes or train.num_classes, ignore_label=ignore_label)
+    if val.num_classes != train.num_classes:
+        raise DataError(f"validation set {val.name} has {val.num_classes} classes, the "
+                        f"training set {train.name} {train.num_classes}")
+    check_disjoint(train, val)
+    return train, val
 
 
 _FACTORIES = {"voc": voc_dataset, "vocaug": sbd_dataset, "voc_aug": voc_aug_dataset,

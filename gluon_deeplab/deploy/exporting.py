@@ -16,6 +16,7 @@ import mxnet as mx
 from ..checkpoint import Checkpoint, atomic_write, load_checkpoint, model_from_checkpoint
 from ..data import MEAN, STD, SegmentationDataset
 from ..export import export_model, exported_files, meta_path
+from ..models import recorded_head_settings
 from .int8 import DEFAULT_EXCLUDE, calibration_loader, quantize_model
 
 EXPORT_FORMAT = "gluon-deeplab-export/1"
@@ -51,6 +52,8 @@ def write_meta(prefix: str, ckpt: Checkpoint, output_stride: int,
         "input_name": "data",
         "backbone": config.get("backbone"),
         "head": config.get("head"),
+        "head_settings": {k: list(v) for k, v in
+                          recorded_head_settings(config, output_stride).items()},
         "output_stride": output_stride,
         "iteration": ckpt.iteration,
         "best_miou": ckpt.best_miou,

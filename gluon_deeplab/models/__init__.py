@@ -1,7 +1,21 @@
 """Model blocks: dilated ResNet-v2 backbones, ASPP / Vortex heads, DeepLabV3."""
 
-from .deeplab import DeepLabV3, build_model, canonical_head_name, freeze_batchnorm_parameters
-from .heads import ASPP, ASPPPooling, FCNHead, VortexBranch, VortexPooling
+from .deeplab import (
+    DeepLabV3,
+    build_model,
+    canonical_head_name,
+    default_head_settings,
+    freeze_batchnorm_parameters,
+    recorded_head_settings,
+)
+from .heads import ASPP, ASPPPooling, FCNHead, VortexBranch, VortexPooling, vortex_kernels_for
+from .pretrained import (
+    PretrainedUnavailable,
+    default_pretrained,
+    imagenet_file,
+    model_store_root,
+    resolve_pretrained,
+)
 from .resnet_v2 import (
     RESNET_V2_SPECS,
     ResNetV2Backbone,
@@ -14,6 +28,9 @@ from .upsample import exact_upsample, exact_upsample_fixed, padded_size
 __all__ = [
     "ASPP", "ASPPPooling", "DeepLabV3", "FCNHead", "RESNET_V2_SPECS", "ResNetV2Backbone",
     "VortexBranch", "VortexPooling", "build_backbone", "build_model", "canonical_backbone_name",
-    "canonical_head_name", "exact_upsample", "exact_upsample_fixed", "freeze_batchnorm_parameters",
-    "load_pretrained_backbone", "padded_size",
+    "canonical_head_name", "default_head_settings", "exact_upsample", "exact_upsample_fixed",
+    "freeze_batchnorm_parameters", "load_pretrained_backbone", "padded_size",
+    "recorded_head_settings", "vortex_kernels_for",
+    "PretrainedUnavailable", "default_pretrained", "imagenet_file", "model_store_root",
+    "resolve_pretrained",
 ]

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import mxnet as mx
 from mxnet.gluon import nn
 from mxnet.gluon.nn import HybridBlock
 
-from .heads import ASPP, ASPP_RATES, FCNHead, VortexPooling
+from .heads import ASPP, ASPP_RATES, FCNHead, VortexPooling, vortex_kernels_for
+from .pretrained import resolve_pretrained
 from .resnet_v2 import DEFAULT_MULTI_GRID, KAIMING_INIT, build_backbone, canonical_backbone_name
 from .upsample import exact_upsample, exact_upsample_fixed
 
@@ -16,6 +17,9 @@ from .upsample import exact_upsample, exact_upsample_fixed
 CLASSIFIER_INIT = mx.init.Normal(0.01)
 # The seed project's --aspp_or_vortex values.
 HEAD_ALIASES = {1: "aspp", 2: "vortex", "1": "aspp", "2": "vortex"}
+# Vortex kernels of every output stride before they scaled with it (checkpoints without
+# a recorded 'vortex_kernels' were trained with these).
+LEGACY_VORTEX_KERNELS = (3, 9, 27)
 
 
 def canonical_head_name(head: Union[str, int]) -> str:
@@ -68,6 +72,33 @@ class DeepLabV3(HybridBlock):
         return logits, self._upsample(F, self.aux_head(c3), x, aux_stride)
 
 
+def default_head_settings(head: Union[str, int], output_stride: int) -> Dict[str, Tuple[int, ...]]:
+    """The head's settings at ``output_stride``: ASPP rates or Vortex kernels (= conv rates)."""
+    if canonical_head_name(head) == "aspp":
+        return {"aspp_rates": tuple(ASPP_RATES[output_stride])}
+    return {"vortex_kernels": vortex_kernels_for(output_stride)}
+
+
+def recorded_head_settings(config: Dict[str, Any],
+                           output_stride: Optional[int] = None) -> Dict[str, Tuple[int, ...]]:
+    """Head settings that rebuild a recorded model (``config``: a checkpoint's model record).
+
+    At the recorded output stride: the recorded settings; a record without them predates
+    them and gets what was built then (ASPP: the rates of its stride; Vortex: 3/9/27 at any
+    stride). At another ``output_stride``, settings that follow the default rule move with the
+    stride (ASPP 6/12/18 -> 12/24/36, Vortex 3/9/27 -> 7/19/55); other settings are kept.
+    """
+    head = canonical_head_name(config.get("head", "aspp"))
+    trained = int(config.get("output_stride", 16))
+    target = int(output_stride or trained)
+    key = "aspp_rates" if head == "aspp" else "vortex_kernels"
+    legacy = ASPP_RATES[trained] if head == "aspp" else LEGACY_VORTEX_KERNELS
+    recorded = tuple(config.get(key) or legacy)
+    if target != trained and recorded == default_head_settings(head, trained)[key]:
+        return default_head_settings(head, target)
+    return {key: recorded}
+
+
 def freeze_batchnorm_parameters(net: HybridBlock) -> None:
     """Stop gradients to every BatchNorm's gamma and beta (the running stats never get one)."""
     def visit(block):
@@ -81,13 +112,18 @@ def build_model(num_classes: int = 21, backbone: str = "resnet50_v2",
                 head: Union[str, int] = "aspp", output_stride: int = 16,
                 pretrained_backbone: Optional[str] = None, aux: bool = False, *,
                 multi_grid: Optional[Sequence[int]] = DEFAULT_MULTI_GRID,
+                aspp_rates: Optional[Sequence[int]] = None,
+                vortex_kernels: Optional[Sequence[int]] = None,
                 freeze_bn: bool = False, syncbn_devices: int = 0,
                 fixed_size: Optional[Tuple[int, int]] = None,
                 ctx: Union[mx.Context, Sequence[mx.Context], None] = None) -> DeepLabV3:
     """Build an initialized DeepLabV3.
 
     ``head`` is 'aspp'/'vortex' (or the seed's 1/2); ``pretrained_backbone`` a model zoo
-    ImageNet ``.params`` file, loaded strictly. ``freeze_bn`` makes every BatchNorm use its
+    ImageNet ``.params`` file, loaded strictly, or 'imagenet' (MXNet's model store, see
+    :func:`resolve_pretrained`) or 'none'. ``aspp_rates`` / ``vortex_kernels`` default to
+    the output stride's (:func:`default_head_settings`); only the chosen head's may be given.
+    ``freeze_bn`` makes every BatchNorm use its
     running statistics and receive no gradient (phase 2 of the schedule); ``syncbn_devices > 1``
     uses SyncBatchNorm across that many devices. Parameters do not depend on the output stride.
     """
@@ -97,6 +133,9 @@ def build_model(num_classes: int = 21, backbone: str = "resnet50_v2",
         raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
     backbone = canonical_backbone_name(backbone)
     head = canonical_head_name(head)
+    if (aspp_rates and head != "aspp") or (vortex_kernels and head != "vortex"):
+        raise ValueError(f"aspp_rates are for the ASPP head and vortex_kernels for the Vortex "
+                         f"head; the {head} head was asked for")
     ctx = ctx or mx.cpu()
     norm_layer, norm_kwargs = nn.BatchNorm, {}
     if syncbn_devices > 1 and not freeze_bn:
@@ -104,13 +143,16 @@ def build_model(num_classes: int = 21, backbone: str = "resnet50_v2",
         norm_kwargs = {"num_devices": syncbn_devices}
     if freeze_bn:
         norm_kwargs = {"use_global_stats": True}
+    pretrained_backbone = resolve_pretrained(pretrained_backbone, backbone)
     features = build_backbone(backbone, output_stride, pretrained_backbone, multi_grid, ctx,
                               norm_layer, norm_kwargs)
     norms = {"norm_layer": norm_layer, "norm_kwargs": norm_kwargs}
+    settings = default_head_settings(head, output_stride)
     if head == "aspp":
-        head_block = ASPP(features.out_channels, ASPP_RATES[output_stride], **norms)
+        head_block = ASPP(features.out_channels, aspp_rates or settings["aspp_rates"], **norms)
     else:
-        head_block = VortexPooling(features.out_channels, **norms)
+        head_block = VortexPooling(features.out_channels,
+                                   vortex_kernels or settings["vortex_kernels"], **norms)
     aux_head = FCNHead(features.stage3_channels, num_classes, **norms) if aux else None
     net = DeepLabV3(features, head_block, num_classes, aux_head, fixed_size)
     # The backbone is initialized (maybe pretrained) already; initialize only the rest.

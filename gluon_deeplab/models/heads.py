@@ -6,7 +6,7 @@ ReLU. All spatial sizes come from the input tensors, so the heads hybridize for 
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 import mxnet as mx
 from mxnet.gluon import nn
@@ -15,9 +15,30 @@ from mxnet.gluon.nn import HybridBlock
 HEAD_CHANNELS = 256
 # ASPP atrous rates for each output stride (Chen et al. 2017, section 3.3).
 ASPP_RATES = {16: (6, 12, 18), 8: (12, 24, 36), 32: (3, 6, 9)}
-# Vortex pooling module B: average pool k x k, then 3x3 conv at rate k.
+# Vortex pooling module B: average pool k x k, then 3x3 conv at rate k. The paper's kernels
+# are for output stride 16; other strides scale them (see vortex_kernels_for).
 VORTEX_KERNELS = (3, 9, 27)
 PROJECT_DROPOUT = 0.5
+# Vortex pools of at least this size run as a k x 1 then a 1 x k pool (same values, faster).
+SEPARABLE_POOL_FROM = 15
+
+
+def vortex_kernels_for(output_stride: int, base: Sequence[int] = VORTEX_KERNELS) -> tuple:
+    """Vortex pooling kernels (= conv rates) for ``output_stride``; ``base`` is for OS 16.
+
+    Rule: each kernel covers the image span of its OS 16 kernel (k x 16 pixels), rounded to the
+    nearest odd number of feature cells, ties upward (odd keeps the window centred):
+    OS 16: 3/9/27, OS 8: 7/19/55 (= 2k + 1), OS 32: 1/5/13. As ASPP doubles its rates at OS 8,
+    phase 2 then sees the same image-space context as phase 1.
+    """
+    if output_stride == 16:
+        return tuple(base)
+    kernels = []
+    for k in base:
+        cells = k * 16 / output_stride
+        low = int(cells) if int(cells) % 2 else int(cells) - 1  # the odd number <= cells
+        kernels.append(low if cells - low < low + 2 - cells else low + 2)
+    return tuple(max(1, k) for k in kernels)
 
 
 def conv_bn_relu(in_channels: int, channels: int, kernel: int = 1, dilation: int = 1,
@@ -50,12 +71,18 @@ class ASPPPooling(HybridBlock):
 
 
 class _ParallelBranches(HybridBlock):
-    """Runs branches side by side, concatenates them, projects to ``channels`` (+ dropout)."""
+    """Runs branches side by side, concatenates them, projects to ``channels`` (+ dropout).
 
-    def __init__(self, branches: Sequence[HybridBlock], channels: int, dropout: float,
-                 norm_layer, norm_kwargs, **kwargs):
+    ``make_branches()`` is called inside the head's name scope, so every graph node of the head
+    (branch convs included) starts with the head's prefix (what INT8 ``--exclude head`` relies
+    on); structural parameter names (``branches.0.0.weight``, ...) do not depend on it.
+    """
+
+    def __init__(self, make_branches: Callable[[], List[HybridBlock]], channels: int,
+                 dropout: float, norm_layer, norm_kwargs, **kwargs):
         super().__init__(**kwargs)
         with self.name_scope():
+            branches = make_branches()
             self.branches = nn.HybridSequential(prefix="")
             for branch in branches:
                 self.branches.add(branch)
@@ -74,12 +101,13 @@ class ASPP(_ParallelBranches):
     def __init__(self, in_channels: int, rates: Sequence[int] = ASPP_RATES[16],
                  channels: int = HEAD_CHANNELS, dropout: float = PROJECT_DROPOUT,
                  norm_layer=nn.BatchNorm, norm_kwargs: Optional[dict] = None, **kwargs):
-        branches = [conv_bn_relu(in_channels, channels, 1, norm_layer=norm_layer,
-                                 norm_kwargs=norm_kwargs)]
-        branches += [conv_bn_relu(in_channels, channels, 3, rate, norm_layer, norm_kwargs)
-                     for rate in rates]
-        branches.append(ASPPPooling(in_channels, channels, norm_layer, norm_kwargs))
-        super().__init__(branches, channels, dropout, norm_layer, norm_kwargs, **kwargs)
+        def make_branches() -> List[HybridBlock]:
+            return ([conv_bn_relu(in_channels, channels, 1, norm_layer=norm_layer,
+                                  norm_kwargs=norm_kwargs)]
+                    + [conv_bn_relu(in_channels, channels, 3, rate, norm_layer, norm_kwargs)
+                       for rate in rates]
+                    + [ASPPPooling(in_channels, channels, norm_layer, norm_kwargs)])
+        super().__init__(make_branches, channels, dropout, norm_layer, norm_kwargs, **kwargs)
         self.rates = tuple(rates)
 
 
@@ -95,23 +123,33 @@ class VortexBranch(HybridBlock):
 
     def hybrid_forward(self, F, x):
         k = self.kernel
-        pooled = F.Pooling(x, kernel=(k, k), stride=(1, 1), pad=(k // 2, k // 2),
-                           pool_type="avg", count_include_pad=False)
+        if k < SEPARABLE_POOL_FROM:
+            pooled = F.Pooling(x, kernel=(k, k), stride=(1, 1), pad=(k // 2, k // 2),
+                               pool_type="avg", count_include_pad=False)
+        else:
+            # The same mean as one k x k pool (the count of unpadded cells factorises into rows
+            # x columns) at O(k) instead of O(k^2) per pixel: 27 x 27 is ~5x faster, 55 x 55 ~15x.
+            pooled = F.Pooling(x, kernel=(k, 1), stride=(1, 1), pad=(k // 2, 0),
+                               pool_type="avg", count_include_pad=False)
+            pooled = F.Pooling(pooled, kernel=(1, k), stride=(1, 1), pad=(0, k // 2),
+                               pool_type="avg", count_include_pad=False)
         return self.conv(pooled)
 
 
 class VortexPooling(_ParallelBranches):
-    """Vortex pooling (module B): image pooling, 1x1 conv and pooled atrous branches k=3, 9, 27."""
+    """Vortex pooling (module B): image pooling, 1x1 conv and pooled atrous branches
+    (k = 3, 9, 27 at OS 16; see :func:`vortex_kernels_for` for other output strides)."""
 
     def __init__(self, in_channels: int, kernels: Sequence[int] = VORTEX_KERNELS,
                  channels: int = HEAD_CHANNELS, dropout: float = PROJECT_DROPOUT,
                  norm_layer=nn.BatchNorm, norm_kwargs: Optional[dict] = None, **kwargs):
-        branches = [ASPPPooling(in_channels, channels, norm_layer, norm_kwargs),
-                    conv_bn_relu(in_channels, channels, 1, norm_layer=norm_layer,
-                                 norm_kwargs=norm_kwargs)]
-        branches += [VortexBranch(in_channels, k, channels, norm_layer, norm_kwargs)
-                     for k in kernels]
-        super().__init__(branches, channels, dropout, norm_layer, norm_kwargs, **kwargs)
+        def make_branches() -> List[HybridBlock]:
+            return ([ASPPPooling(in_channels, channels, norm_layer, norm_kwargs),
+                     conv_bn_relu(in_channels, channels, 1, norm_layer=norm_layer,
+                                  norm_kwargs=norm_kwargs)]
+                    + [VortexBranch(in_channels, k, channels, norm_layer, norm_kwargs)
+                       for k in kernels])
+        super().__init__(make_branches, channels, dropout, norm_layer, norm_kwargs, **kwargs)
         self.kernels = tuple(kernels)
 
 

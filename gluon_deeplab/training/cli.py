@@ -50,8 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="1: every BatchNorm uses its running statistics and is not trained "
                         "(phase 2); 0: BN trained")
     g.add_argument("--pre_trained_model", default=None,
-                   help="model zoo ImageNet .params of the backbone (e.g. "
-                        "resnet50_v2-81a4e66a.params), loaded strictly")
+                   help="starting weights of the backbone: 'imagenet' (the model zoo file, "
+                        "from $MXNET_HOME/models or downloaded with its SHA-1 check), 'none' "
+                        "(random), or a model zoo .params file, loaded strictly (default: "
+                        "imagenet; none for --dataset synthetic)")
     g.add_argument("--init_checkpoint", default=None,
                    help="start from the weights of another run's checkpoint (e.g. phase 2 "
                         "from phase 1's final.params); its iteration and optimizer are not used")
@@ -68,10 +70,17 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--dataset", default="voc_aug",
                    help="layout: voc, vocaug (SBD .mat), voc_aug (SegmentationClassAug PNGs), "
                         "folder, synthetic")
-    g.add_argument("--data_dir", default="./VOCdevkit_aug", help="dataset root folder")
+    g.add_argument("--data_dir", default=None,
+                   help="dataset root folder (default: gluoncv's $MXNET_HOME/datasets/voc, "
+                        "i.e. ~/.mxnet/datasets/voc, for voc and vocaug; else ./VOCdevkit_aug)")
     g.add_argument("--train_split", default=None,
                    help="training split (default train_aug for voc_aug, else train)")
     g.add_argument("--val_split", default="val", help="validation split")
+    g.add_argument("--val_dataset", default=None,
+                   help="layout of the validation set (default: --dataset), e.g. voc to "
+                        "validate vocaug train_aug on VOC 2012 val; best.params is chosen on it")
+    g.add_argument("--val_data_dir", default=None,
+                   help="root folder of the validation set (default: --data_dir)")
     g.add_argument("--crop_size", type=_positive_int, default=513,
                    help="training crop size (pixels, square)")
     g.add_argument("--ignore_label", type=int, default=255,
@@ -151,7 +160,7 @@ def check_args(args: argparse.Namespace) -> None:
         args.aux_weight = 0.4
     if args.aux_weight is not None and args.aux_weight < 0:
         raise ValueError(f"--aux_weight must be >= 0, got {args.aux_weight}")
-    if args.pre_trained_model and args.init_checkpoint:
+    if str(args.pre_trained_model or "none").lower() != "none" and args.init_checkpoint:
         raise ValueError("--pre_trained_model and --init_checkpoint both set the starting "
                          "weights; give one")
     if args.initial_learning_rate <= 0 or args.end_learning_rate < 0:

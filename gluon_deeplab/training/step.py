@@ -3,12 +3,30 @@
 from __future__ import annotations
 
 import threading
+import warnings
 from typing import List, Sequence
 
 import mxnet as mx
 from mxnet import autograd
 
 from .loss import SegmentationLoss, count_valid_pixels
+
+
+def warn_single_image_batchnorm(batch_size: int, num_devices: int, freeze_bn: bool,
+                                syncbn: bool) -> bool:
+    """Warn (once per run; returns True) when a device trains BatchNorm on a single image.
+
+    Then the image-pooling branch's BN normalizes one value per channel: its output is the
+    constant beta and that branch carries no information.
+    """
+    if freeze_bn or syncbn or batch_size // max(num_devices, 1) > 1:
+        return False
+    warnings.warn(
+        f"--batch_size {batch_size} over {num_devices} device(s) gives one image per device "
+        "with BatchNorm trained: the image-pooling branch's BN sees a single value per channel "
+        "and outputs the constant beta; use --syncbn or a larger --batch_size "
+        "(or --freeze_batch_norm 1)", UserWarning, stacklevel=2)
+    return True
 
 
 def split_batch(data: mx.nd.NDArray, ctxs: Sequence[mx.Context]) -> List[mx.nd.NDArray]:

@@ -19,10 +19,10 @@ from ..checkpoint import (
     restore_trainer_states,
     save_checkpoint,
 )
-from ..data import get_dataset, make_dataloader
+from ..data import default_data_dir, make_dataloader, train_val_datasets
 from ..devices import resolve_contexts
 from ..evaluation import evaluate
-from ..models import build_model
+from ..models import build_model, default_pretrained, resolve_pretrained
 from .checkpoints import (
     BEST,
     FINAL,
@@ -36,7 +36,7 @@ from .loss import SegmentationLoss
 from .monitor import JsonlLog, plot_curves
 from .optim import make_trainer
 from .schedule import poly_lr
-from .step import RunningStatsSync, forward_backward
+from .step import RunningStatsSync, forward_backward, warn_single_image_batchnorm
 
 LOG_FILE, CURVES_FILE = "log.jsonl", "curves.png"
 DEFAULT_TRAIN_SPLITS = {"voc_aug": "train_aug"}
@@ -116,14 +116,24 @@ def _find_start(args: argparse.Namespace, say) -> Optional[str]:
 
 def _datasets(args: argparse.Namespace):
     train_split = args.train_split or DEFAULT_TRAIN_SPLITS.get(args.dataset, "train")
-    train_set = get_dataset(args.dataset, args.data_dir, train_split, mode="train",
-                            crop_size=args.crop_size, num_classes=args.num_classes,
-                            ignore_label=args.ignore_label)
-    val_set = None
-    if args.val_interval > 0:
-        val_set = get_dataset(args.dataset, args.data_dir, args.val_split, mode="val",
-                              num_classes=args.num_classes, ignore_label=args.ignore_label)
-    return train_set, val_set
+    args.data_dir = args.data_dir or default_data_dir(args.dataset)  # recorded as used
+    return train_val_datasets(
+        args.dataset, args.data_dir, train_split,
+        args.val_split if args.val_interval > 0 else None, val_dataset=args.val_dataset,
+        val_data_dir=args.val_data_dir, crop_size=args.crop_size,
+        num_classes=args.num_classes, ignore_label=args.ignore_label)
+
+
+def _pretrained_weights(args: argparse.Namespace, resume_path: Optional[str],
+                        say) -> Optional[str]:
+    """The backbone file to start from (None: random, or weights come from a checkpoint)."""
+    if resume_path or args.init_checkpoint:
+        return None
+    spec = args.pre_trained_model or default_pretrained(args.dataset)
+    path = resolve_pretrained(spec, args.base_architecture)
+    say(f"backbone weights: {path}" if path
+        else "backbone weights: random (--pre_trained_model none)")
+    return path
 
 
 def iterations_for_epochs(epochs: float, num_samples: int, batch_size: int,
@@ -161,6 +171,7 @@ def train(args: Union[argparse.Namespace, Dict[str, Any]]) -> Dict[str, Any]:
         os.makedirs(out, exist_ok=True)
         for path in remove_stale_temporaries(out):
             say(f"removed {path} (left by an interrupted save)")
+    pretrained = _pretrained_weights(args, resume_path, say)  # fails early when unavailable
     train_set, val_set = _datasets(args)
     max_iter = args.max_iter
     if args.train_epochs is not None:
@@ -173,8 +184,10 @@ def train(args: Union[argparse.Namespace, Dict[str, Any]]) -> Dict[str, Any]:
     np.random.seed(args.seed)
     freeze_bn = bool(args.freeze_batch_norm)
     syncbn = args.syncbn and len(ctxs) > 1 and not freeze_bn
+    if dist.chief:
+        warn_single_image_batchnorm(args.batch_size, len(ctxs), freeze_bn, syncbn)
     net = build_model(num_classes, args.base_architecture, args.aspp_or_vortex,
-                      args.output_stride, pretrained_backbone=args.pre_trained_model,
+                      args.output_stride, pretrained_backbone=pretrained,
                       aux=args.aux, freeze_bn=freeze_bn,
                       syncbn_devices=len(ctxs) if syncbn else 0, ctx=ctxs)
     start, best_miou, optimizer_states = 0, None, None

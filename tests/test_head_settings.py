@@ -1,0 +1,139 @@
+"""Head settings across output strides, their record in checkpoints, INT8 exclusion by head
+scope, and the one-image-per-device BatchNorm warning."""
+
+from __future__ import annotations
+
+import json
+
+import mxnet as mx
+import numpy as np
+import pytest
+from mxnet.gluon.data import ArrayDataset, DataLoader
+
+import gluon_deeplab as gd
+from gluon_deeplab.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from gluon_deeplab.deploy.int8 import excluded_layer_names, quantize_model, quantized_convolutions
+from gluon_deeplab.models import VortexBranch, recorded_head_settings, vortex_kernels_for
+from gluon_deeplab.params import parameter_arrays
+
+
+def test_vortex_kernels_scale_with_output_stride_as_odd_kernels_of_the_same_image_span():
+    assert vortex_kernels_for(16) == (3, 9, 27)
+    assert vortex_kernels_for(8) == (7, 19, 55)  # 2k + 1
+    assert vortex_kernels_for(32) == (1, 5, 13)
+    for os_ in (8, 32):
+        for k16, k in zip((3, 9, 27), vortex_kernels_for(os_)):
+            assert k % 2 == 1 and abs(k * os_ - k16 * 16) <= os_
+    net = gd.build_model(3, "resnet18_v2", "vortex", 8)
+    assert net.head.kernels == (7, 19, 55)
+    dilations = [b.conv[0]._kwargs["dilate"] for b in net.head.branches if
+                 isinstance(b, VortexBranch)]
+    assert dilations == [(7, 7), (19, 19), (55, 55)]  # conv rate = pooling kernel
+
+
+@pytest.mark.parametrize("kernel", [27, 55])
+def test_separable_vortex_pool_equals_one_square_pool_excluding_padding(kernel):
+    branch = VortexBranch(4, kernel, channels=4)
+    branch.initialize()
+    x = mx.nd.random.uniform(shape=(1, 4, 21, 34))
+    square = mx.nd.Pooling(x, kernel=(kernel, kernel), stride=(1, 1),
+                           pad=(kernel // 2, kernel // 2), pool_type="avg",
+                           count_include_pad=False)
+    np.testing.assert_allclose(branch(x).asnumpy(), branch.conv(square).asnumpy(),
+                               rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("head", ["aspp", "vortex"])
+def test_parameter_names_and_shapes_do_not_depend_on_output_stride_or_head_scope(head):
+    os16 = parameter_arrays(gd.build_model(3, "resnet18_v2", head, 16))
+    os8 = parameter_arrays(gd.build_model(3, "resnet18_v2", head, 8))
+    assert {k: v.shape for k, v in os16.items()} == {k: v.shape for k, v in os8.items()}
+    # The structural names that checkpoints written before hold.
+    assert "head.branches.1.0.weight" in os16 and "head.project.0.weight" in os16
+    assert ("head.branches.2.conv.0.weight" if head == "vortex"
+            else "head.branches.4.conv.0.weight") in os16
+
+
+def _rewrite_meta(path, drop):
+    """A checkpoint as written before the head settings were recorded."""
+    arrays = mx.nd.load(path)
+    meta = json.loads(arrays["__meta__"].asnumpy().tobytes().decode("utf-8"))
+    for key in drop:
+        meta["model"].pop(key)
+    arrays["__meta__"] = mx.nd.array(np.frombuffer(json.dumps(meta).encode(), np.uint8),
+                                     dtype=np.uint8)
+    mx.nd.save(path, arrays)
+
+
+def test_checkpoint_records_head_settings_and_rebuilds_exactly_what_was_trained(tmp_path):
+    net = gd.build_model(3, "resnet18_v2", "vortex", 8, vortex_kernels=(5, 11, 21))
+    path = save_checkpoint(str(tmp_path / "v.params"), net)
+    config = load_checkpoint(path).model_config
+    assert config["vortex_kernels"] == [5, 11, 21] and config["aspp_rates"] is None
+    assert model_from_checkpoint(path)[0].head.kernels == (5, 11, 21)
+    # Custom settings stay at another output stride; default ones move with it.
+    assert recorded_head_settings(config, 16) == {"vortex_kernels": (5, 11, 21)}
+    aspp16 = {"head": "aspp", "output_stride": 16, "aspp_rates": [6, 12, 18]}
+    assert recorded_head_settings(aspp16, 8) == {"aspp_rates": (12, 24, 36)}
+    vortex16 = {"head": "vortex", "output_stride": 16, "vortex_kernels": [3, 9, 27]}
+    assert recorded_head_settings(vortex16, 8) == {"vortex_kernels": (7, 19, 55)}
+    assert recorded_head_settings(vortex16) == {"vortex_kernels": (3, 9, 27)}
+
+
+def test_old_vortex_os8_checkpoint_rebuilds_with_the_kernels_it_was_trained_with(tmp_path):
+    old = gd.build_model(3, "resnet18_v2", "vortex", 8, vortex_kernels=(3, 9, 27))
+    path = save_checkpoint(str(tmp_path / "old.params"), old)
+    _rewrite_meta(path, drop=("aspp_rates", "vortex_kernels"))
+    assert "vortex_kernels" not in load_checkpoint(path).model_config
+    net, _ = model_from_checkpoint(path)
+    assert net.head.kernels == (3, 9, 27) and net.backbone.output_stride == 8
+    x = mx.nd.random.uniform(shape=(1, 3, 41, 41))
+    np.testing.assert_allclose(net(x).asnumpy(), old(x).asnumpy(), rtol=1e-5, atol=1e-5)
+    # Old ASPP checkpoints: the rates of their stride, as built then.
+    assert recorded_head_settings({"head": "aspp", "output_stride": 8}) == \
+        {"aspp_rates": (12, 24, 36)}
+    assert recorded_head_settings({"head": "vortex", "output_stride": 16}, 8) == \
+        {"vortex_kernels": (7, 19, 55)}
+
+
+def test_head_settings_of_the_other_head_are_an_error():
+    with pytest.raises(ValueError, match="vortex_kernels for the Vortex head"):
+        gd.build_model(3, "resnet18_v2", "aspp", vortex_kernels=(3, 9, 27))
+
+
+@pytest.mark.parametrize("head", ["aspp", "vortex"])
+def test_exclude_head_keeps_every_head_conv_in_fp32_and_quantizes_the_backbone(head):
+    net = gd.build_model(3, "resnet18_v2", head, 16)
+    head_nodes = excluded_layer_names(net, ["head"])
+    assert all(n.startswith(net.head.prefix) for n in head_nodes)
+    calib = DataLoader(ArrayDataset(mx.nd.random.uniform(shape=(1, 3, 33, 33)), mx.nd.zeros(1)),
+                       batch_size=1)
+    qnet = quantize_model(net, calib, exclude=["first_conv", "classifier", "head"])
+    convs = quantized_convolutions(qnet)
+    head_convs = sorted(n for n in convs if n.startswith(net.head.prefix))
+    # 1x1, three atrous/vortex convs, image pooling, projection: six convs, none quantized.
+    assert len(head_convs) == 6 and not any(convs[n] for n in head_convs)
+    backbone = [n for n in convs if n.startswith(net.backbone.prefix)]
+    assert not convs[backbone[0]] and all(convs[n] for n in backbone[1:])
+    assert not convs[net.classifier.name + "_fwd"]
+
+
+def test_one_image_per_device_with_trained_bn_warns_once(tmp_path):
+    from gluon_deeplab.data import make_synthetic_dataset
+    from gluon_deeplab.training import train
+
+    root = make_synthetic_dataset(str(tmp_path / "data"), num_train=4, num_val=2, size=(32, 32),
+                                  num_classes=3, seed=0)
+    args = {"dataset": "synthetic", "data_dir": root, "base_architecture": "resnet18_v2",
+            "batch_size": 2, "cpu_devices": 2, "crop_size": 32, "max_iter": 2,
+            "val_interval": 0, "num_workers": 0, "progress": 0, "hybridize": 0}
+    with pytest.warns(UserWarning, match="one image per device.*--syncbn") as record:
+        train(dict(args, output_dir=str(tmp_path / "a")))
+    assert sum("one image per device" in str(w.message) for w in record) == 1
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        from gluon_deeplab.training.step import warn_single_image_batchnorm
+        assert not warn_single_image_batchnorm(2, 2, freeze_bn=True, syncbn=False)
+        assert not warn_single_image_batchnorm(2, 2, freeze_bn=False, syncbn=True)
+        assert not warn_single_image_batchnorm(4, 2, freeze_bn=False, syncbn=False)
