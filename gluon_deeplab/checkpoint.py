@@ -1,19 +1,27 @@
 """The one checkpoint format: a single MXNet ``.params`` file that describes itself.
 
-It holds the model parameters (``param:<structural name>``), the optimizer state
-(``__optimizer__``, bytes) and a JSON record (``__meta__``): the model configuration that
-:func:`gluon_deeplab.build_model` takes, the iteration, the training arguments and the best
-validation mIoU. It is written to a temporary file in the same folder, flushed to disk and
-renamed, so a crash never leaves a half-written checkpoint behind.
+It holds the model parameters (``param:<structural name>``), the optimizer state as named arrays
+(``optimizer:<structural name>``: SGD's momentum buffers) and a JSON record (``__meta__``): the
+model configuration that :func:`gluon_deeplab.build_model` takes, the iteration, the training
+arguments, the best validation mIoU, the optimizer's update counts and a SHA-256 of every other
+array, checked on load (a damaged file is refused). Nothing in it is unpickled: checkpoints are
+shared like model files, and resuming one must be as safe as evaluating it. Checkpoints written
+before (pickled ``__optimizer__`` bytes, no checksum) still load their weights; resuming their
+optimizer state is refused with a message that says to use ``--init_checkpoint``.
+
+It is written to a temporary file in the same folder (mode 0666 minus the umask), flushed to disk
+and renamed, so a crash never leaves a half-written checkpoint behind.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import sys
 import tempfile
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import mxnet as mx
 import numpy as np
@@ -26,6 +34,22 @@ CHECKPOINT_FORMAT = "gluon-deeplab-checkpoint/1"
 MODEL_CONFIG_KEYS = ("num_classes", "backbone", "head", "output_stride", "aux", "multi_grid",
                      "aspp_rates", "vortex_kernels")
 _META, _OPTIMIZER, _PARAM = "__meta__", "__optimizer__", "param:"
+_OPT_ARRAY = "optimizer:"  # optimizer:<structural name>[#k] (k: element of a tuple state)
+OPTIMIZER_STATE_FORMAT = "named-arrays/1"
+# A run folder passed where a checkpoint file is expected: the first of these that exists.
+BEST, FINAL = "best.params", "final.params"
+
+
+@dataclass
+class OptimizerState:
+    """A Gluon trainer's optimizer state without pickle: per-parameter state arrays keyed by
+    structural name (``<name>`` or ``<name>#k``) and a JSON record (optimizer, update counts,
+    state layout). ``legacy_pickle``: the checkpoint holds the old pickled state (not loaded)."""
+
+    record: Dict[str, Any]
+    arrays: Dict[str, mx.nd.NDArray] = field(default_factory=dict)
+    source: str = "checkpoint"
+    legacy_pickle: bool = False
 
 
 @dataclass
@@ -38,20 +62,32 @@ class Checkpoint:
     args: Dict[str, Any] = field(default_factory=dict)
     best_miou: Optional[float] = None
     extra: Dict[str, Any] = field(default_factory=dict)
-    optimizer_states: Optional[bytes] = None
+    optimizer_states: Optional[OptimizerState] = None
+    path: Optional[str] = None
 
 
 def _bytes_array(data: bytes) -> mx.nd.NDArray:
     return mx.nd.array(np.frombuffer(data, dtype=np.uint8), dtype=np.uint8)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str, write) -> None:
-    """Call ``write(tmp_path)``, flush the result to disk, then rename it onto ``path``."""
+    """Call ``write(tmp_path)``, flush the result to disk, then rename it onto ``path``.
+
+    The file gets the mode a plain ``open(path, 'w')`` would give (0666 minus the umask), not
+    the 0600 of ``mkstemp``.
+    """
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(path), dir=folder)
     os.close(fd)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())
         write(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
@@ -67,22 +103,122 @@ def atomic_write(path: str, write) -> None:
         os.close(dir_fd)
 
 
-def trainer_states(trainer: mx.gluon.Trainer) -> bytes:
-    """The optimizer state of a Gluon trainer as bytes (momentum buffers, update counts)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        fname = os.path.join(tmp, "states")
-        trainer.save_states(fname)
-        with open(fname, "rb") as f:
-            return f.read()
+def _ready_trainer(trainer: mx.gluon.Trainer) -> None:
+    """Create the trainer's kvstore and updaters now (Gluon does it lazily on the first step)."""
+    if not trainer._kv_initialized:
+        trainer._init_kvstore()
+    if trainer._params_to_init:
+        trainer._init_params()
+    if trainer._update_on_kvstore:
+        raise ValueError("the optimizer state lives on the kvstore (update_on_kvstore=True) and "
+                         "cannot be saved as arrays; build the trainer with "
+                         "update_on_kvstore=False (as make_trainer does)")
 
 
-def restore_trainer_states(trainer: mx.gluon.Trainer, states: bytes) -> None:
-    """Inverse of :func:`trainer_states`."""
-    with tempfile.TemporaryDirectory() as tmp:
-        fname = os.path.join(tmp, "states")
-        with open(fname, "wb") as f:
-            f.write(states)
-        trainer.load_states(fname)
+def _structural_names(trainer: mx.gluon.Trainer, net: mx.gluon.Block) -> List[str]:
+    by_id = {id(p): name for name, p in net._collect_params_with_prefix().items()}
+    names = [by_id.get(id(p)) for p in trainer._params]
+    if None in names:
+        raise ValueError("the trainer updates parameters that are not in the network")
+    return names
+
+
+def trainer_states(trainer: mx.gluon.Trainer, net: mx.gluon.Block) -> OptimizerState:
+    """The optimizer state of a Gluon trainer over ``net`` as named arrays + JSON.
+
+    The state of the first device's updater is taken: with synchronous data parallelism every
+    device applies the same update, so their states are equal (as ``Trainer.save_states``).
+    """
+    _ready_trainer(trainer)
+    names = _structural_names(trainer, net)
+    optimizer = trainer._optimizer
+    states = trainer._updaters[0].states
+    arrays: Dict[str, mx.nd.NDArray] = {}
+    layout: Dict[str, Any] = {}
+    for i, name in enumerate(names):
+        if i not in states:
+            continue  # never updated yet
+        state = states[i]
+        if state is None or isinstance(state, mx.nd.NDArray):
+            layout[name] = None if state is None else "array"
+            if state is not None:
+                arrays[name] = state.as_in_context(mx.cpu())
+        elif isinstance(state, (tuple, list)) and all(
+                s is None or isinstance(s, mx.nd.NDArray) for s in state):
+            layout[name] = [None if s is None else "array" for s in state]
+            for k, s in enumerate(state):
+                if s is not None:
+                    arrays[f"{name}#{k}"] = s.as_in_context(mx.cpu())
+        else:
+            raise ValueError(f"optimizer {type(optimizer).__name__}: state of {name} is a "
+                             f"{type(state).__name__}, which cannot be stored as arrays")
+    counts = optimizer._index_update_count
+    record = {"format": OPTIMIZER_STATE_FORMAT, "optimizer": type(optimizer).__name__.lower(),
+              "num_update": int(optimizer.num_update),
+              "update_counts": {names[i]: int(c) for i, c in counts.items()
+                                if isinstance(i, int) and i < len(names)},
+              "layout": layout}
+    return OptimizerState(record, arrays)
+
+
+def restore_trainer_states(trainer: mx.gluon.Trainer, states: OptimizerState,
+                           net: mx.gluon.Block) -> None:
+    """Inverse of :func:`trainer_states`: load the state into every device's updater.
+
+    A one-line ValueError (naming the checkpoint) for the old pickled state, another optimizer,
+    or parameters that do not match.
+    """
+    source = states.source
+    if states.legacy_pickle:
+        raise ValueError(
+            f"{source} stores its optimizer state as a pickle (written by an older gluon-deeplab), "
+            "which is not loaded because unpickling a file can run code; continue from its "
+            f"weights with --init_checkpoint {source} instead of --resume (the learning-rate "
+            "schedule and momentum start afresh)")
+    record = states.record
+    if record.get("format") != OPTIMIZER_STATE_FORMAT:
+        raise ValueError(f"{source}: unsupported optimizer state format "
+                         f"{record.get('format')!r}, expected {OPTIMIZER_STATE_FORMAT!r}")
+    _ready_trainer(trainer)
+    optimizer = trainer._optimizer
+    kind = type(optimizer).__name__.lower()
+    if record.get("optimizer") != kind:
+        raise ValueError(f"{source} holds the state of optimizer {record.get('optimizer')!r}, "
+                         f"the trainer uses {kind!r}")
+    names = _structural_names(trainer, net)
+    index = {name: i for i, name in enumerate(names)}
+    layout = record.get("layout", {})
+    unknown = sorted(set(layout) - set(index))
+    if unknown:
+        raise ValueError(f"{source}: optimizer state for parameters the trainer does not "
+                         f"update: {', '.join(unknown[:5])}")
+
+    def array(key: str, i: int) -> mx.nd.NDArray:
+        if key not in states.arrays:
+            raise ValueError(f"{source}: optimizer state array {key} is missing")
+        value = states.arrays[key]
+        shape = trainer._params[i].shape
+        if tuple(value.shape) != tuple(shape):
+            raise ValueError(f"{source}: optimizer state {key} has shape {value.shape}, the "
+                             f"parameter has {tuple(shape)}")
+        return value.copy()  # each device's updater owns its state
+
+    for updater in trainer._updaters:
+        restored: Dict[int, Any] = {}
+        for name, spec in layout.items():
+            i = index[name]
+            if spec is None:
+                restored[i] = None
+            elif spec == "array":
+                restored[i] = array(name, i)
+            else:
+                restored[i] = tuple(None if s is None else array(f"{name}#{k}", i)
+                                    for k, s in enumerate(spec))
+        updater.states = restored
+        updater.states_synced = dict.fromkeys(restored, False)  # moved to its device on use
+    optimizer.num_update = int(record.get("num_update", 0))
+    optimizer._index_update_count = {index[n]: int(c) for n, c in
+                                     record.get("update_counts", {}).items() if n in index}
 
 
 def model_config_of(net: DeepLabV3, **config: Any) -> Dict[str, Any]:
@@ -103,11 +239,29 @@ def model_config_of(net: DeepLabV3, **config: Any) -> Dict[str, Any]:
     return derived
 
 
+def payload_checksum(arrays: Dict[str, mx.nd.NDArray]) -> str:
+    """SHA-256 over every array but ``__meta__``, by name order: name, dtype, shape, bytes."""
+    digest = hashlib.sha256()
+    for name in sorted(arrays):
+        if name == _META:
+            continue
+        value = arrays[name].asnumpy()
+        digest.update(f"{name}\0{value.dtype.str}\0{value.shape}\0".encode())
+        digest.update(np.ascontiguousarray(value).tobytes())
+    return digest.hexdigest()
+
+
 def save_checkpoint(path: str, net: DeepLabV3, iteration: int = 0,
                     trainer: Optional[mx.gluon.Trainer] = None,
                     args: Optional[Dict[str, Any]] = None, best_miou: Optional[float] = None,
                     extra: Optional[Dict[str, Any]] = None) -> str:
     """Write ``net`` (+ optimizer state and training record) to ``path`` atomically."""
+    arrays = {_PARAM + k: v for k, v in parameter_arrays(net).items()}
+    optimizer = None
+    if trainer is not None:
+        state = trainer_states(trainer, net)
+        optimizer = state.record
+        arrays.update({_OPT_ARRAY + k: v for k, v in state.arrays.items()})
     meta = {
         "format": CHECKPOINT_FORMAT,
         "model": model_config_of(net),
@@ -115,36 +269,75 @@ def save_checkpoint(path: str, net: DeepLabV3, iteration: int = 0,
         "args": args or {},
         "best_miou": best_miou,
         "extra": extra or {},
+        "optimizer": optimizer,
+        "sha256": payload_checksum(arrays),
     }
-    arrays = {_PARAM + k: v for k, v in parameter_arrays(net).items()}
     arrays[_META] = _bytes_array(json.dumps(meta, default=str).encode("utf-8"))
-    if trainer is not None:
-        arrays[_OPTIMIZER] = _bytes_array(trainer_states(trainer))
     atomic_write(path, lambda tmp: mx.nd.save(tmp, arrays))
     return path
 
 
-def load_checkpoint(path: str) -> Checkpoint:
-    """Read a checkpoint; a missing file or a file of another kind is a one-line error."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint {path!r} does not exist")
+def resolve_checkpoint_path(path: str) -> str:
+    """``path`` itself, or for a run folder its best.params (else final.params), said on stderr."""
+    if not os.path.isdir(path):
+        return path
+    for name in (BEST, FINAL):
+        candidate = os.path.join(path, name)
+        if os.path.isfile(candidate):
+            print(f"{path} is a run folder: using its {name} ({candidate})", file=sys.stderr,
+                  flush=True)
+            return candidate
+    raise FileNotFoundError(f"checkpoint {path!r} is a folder without {BEST} or {FINAL}; "
+                            "pass a checkpoint file")
+
+
+def _read_arrays(path: str) -> Dict[str, mx.nd.NDArray]:
+    try:
+        with open(path, "rb"):
+            pass
+    except PermissionError:
+        raise PermissionError(f"checkpoint {path}: permission denied (cannot read it)") from None
     try:
         arrays = mx.nd.load(path)
     except mx.base.MXNetError:
-        raise ValueError(f"{path} is not a gluon-deeplab checkpoint (not an MXNet file)") from None
+        raise ValueError(f"{path} is not a gluon-deeplab checkpoint (not an MXNet parameter "
+                         "file, or a damaged one)") from None
     if not isinstance(arrays, dict) or _META not in arrays:
         raise ValueError(f"{path} is not a gluon-deeplab checkpoint (no {_META} record); "
                          "a plain parameter file? Use a file written by the trainer")
-    meta = json.loads(arrays[_META].asnumpy().tobytes().decode("utf-8"))
-    if meta.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path}: unsupported checkpoint format {meta.get('format')!r}, "
+    return arrays
+
+
+def load_checkpoint(path: str) -> Checkpoint:
+    """Read a checkpoint (a run folder: its best.params, else final.params) and verify its
+    checksum; a missing, unreadable, damaged or foreign file is a one-line error."""
+    path = resolve_checkpoint_path(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint {path!r} does not exist")
+    arrays = _read_arrays(path)
+    try:
+        meta = json.loads(arrays[_META].asnumpy().tobytes().decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise ValueError(f"{path} is damaged: its {_META} record is not valid JSON") from None
+    if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else None
+        raise ValueError(f"{path}: unsupported checkpoint format {found!r}, "
                          f"expected {CHECKPOINT_FORMAT!r}")
-    optimizer = arrays.get(_OPTIMIZER)
+    if "sha256" in meta and payload_checksum(arrays) != meta["sha256"]:
+        raise ValueError(f"{path} is damaged: its arrays do not match the checksum written with "
+                         "them (a partial copy or a disk error?); use another checkpoint")
+    optimizer = None
+    if meta.get("optimizer"):
+        optimizer = OptimizerState(
+            meta["optimizer"], {k[len(_OPT_ARRAY):]: v for k, v in arrays.items()
+                                if k.startswith(_OPT_ARRAY)}, source=path)
+    elif _OPTIMIZER in arrays:  # written before the change: never unpickled
+        optimizer = OptimizerState({}, source=path, legacy_pickle=True)
     return Checkpoint(
         params={k[len(_PARAM):]: v for k, v in arrays.items() if k.startswith(_PARAM)},
         model_config=meta["model"], iteration=meta["iteration"], args=meta.get("args", {}),
         best_miou=meta.get("best_miou"), extra=meta.get("extra", {}),
-        optimizer_states=optimizer.asnumpy().tobytes() if optimizer is not None else None)
+        optimizer_states=optimizer, path=path)
 
 
 def load_model_weights(net: DeepLabV3, ckpt: Checkpoint, source: str) -> None:
@@ -164,16 +357,19 @@ def model_from_checkpoint(checkpoint: Union[str, Checkpoint], ctx=None,
     ``output_stride`` overrides the recorded one (weights do not depend on it); ``aux=False``
     drops the training-only auxiliary head.
     """
-    source = checkpoint if isinstance(checkpoint, str) else "checkpoint"
     ckpt = load_checkpoint(checkpoint) if isinstance(checkpoint, str) else checkpoint
+    source = ckpt.path or "checkpoint"
     config = {k: ckpt.model_config[k] for k in MODEL_CONFIG_KEYS if k in ckpt.model_config}
     config["aux"] = bool(aux and config.get("aux"))
     if output_stride is not None:
         config["output_stride"] = output_stride
     config.update(recorded_head_settings(ckpt.model_config, output_stride))
     config.update(overrides)
-    net = build_model(**config, freeze_bn=freeze_bn, syncbn_devices=syncbn_devices,
-                      fixed_size=fixed_size, ctx=ctx)
+    try:
+        net = build_model(**config, freeze_bn=freeze_bn, syncbn_devices=syncbn_devices,
+                          fixed_size=fixed_size, ctx=ctx)
+    except ValueError as err:
+        raise ValueError(f"{source}: cannot rebuild its model ({err})") from None
     load_model_weights(net, ckpt, source)
     return net, ckpt
 

@@ -16,6 +16,8 @@ from typing import Optional, Tuple
 import mxnet as mx
 from mxnet.gluon import HybridBlock, SymbolBlock
 
+from .paths import check_writable
+
 EXPORT_PROBE_SIZE = (64, 64)
 
 
@@ -29,6 +31,16 @@ def meta_path(prefix: str) -> str:
     return f"{prefix}-meta.json"
 
 
+def check_prefix(prefix: str) -> str:
+    """``prefix`` if it names files in a writable place (``dir/`` or an existing folder is not a
+    prefix: the files would be called ``dir/-symbol.json``)."""
+    if not os.path.basename(prefix) or os.path.isdir(prefix):
+        raise ValueError(f"--output {prefix}: expected a file prefix such as "
+                         f"{os.path.join(prefix, 'deeplab')}, not a folder")
+    check_writable(exported_files(prefix)[0], "--output")
+    return prefix
+
+
 def export_model(net: HybridBlock, prefix: str, overwrite: bool = False,
                  probe_size: Tuple[int, int] = EXPORT_PROBE_SIZE) -> Tuple[str, str]:
     """Hybridize ``net``, trace it once and write its symbol and parameters under ``prefix``.
@@ -38,7 +50,7 @@ def export_model(net: HybridBlock, prefix: str, overwrite: bool = False,
     (``gluon_deeplab.deploy`` writes the full record). Existing files are kept unless
     ``overwrite``; returns the symbol and parameter file paths.
     """
-    files = exported_files(prefix)
+    files = exported_files(check_prefix(prefix))
     stride = getattr(net, "output_stride", None)
     existing = [f for f in files + ((meta_path(prefix),) if stride else ())
                 if os.path.exists(f)]
@@ -66,11 +78,31 @@ def load_exported(prefix: str, ctx: Optional[mx.Context] = None) -> SymbolBlock:
     for f in (symbol_file, params_file):
         if not os.path.isfile(f):
             raise FileNotFoundError(f"exported model file {f!r} does not exist")
-    with warnings.catch_warnings():  # "Cannot decide type for ... data": it is float32
-        warnings.simplefilter("ignore", UserWarning)
-        block = SymbolBlock.imports(symbol_file, ["data"], params_file, ctx=ctx or mx.cpu())
+    try:
+        mx.sym.load(symbol_file)
+    except (mx.base.MXNetError, ValueError, UnicodeDecodeError):
+        raise ValueError(f"exported model file {symbol_file} is damaged or not an MXNet symbol "
+                         "file") from None
+    try:
+        mx.nd.load(params_file)
+    except mx.base.MXNetError:
+        raise ValueError(f"exported model file {params_file} is damaged or not an MXNet "
+                         "parameter file") from None
+    try:
+        with warnings.catch_warnings():  # "Cannot decide type for ... data": it is float32
+            warnings.simplefilter("ignore", UserWarning)
+            block = SymbolBlock.imports(symbol_file, ["data"], params_file, ctx=ctx or mx.cpu())
+    except (mx.base.MXNetError, AssertionError, ValueError, KeyError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"exported model {symbol_file} + {params_file} do not load together "
+                         f"({first})") from None
     block.hybridize(static_alloc=True)
-    if os.path.isfile(meta_path(prefix)):
-        with open(meta_path(prefix), encoding="utf-8") as f:
-            block.output_stride = json.load(f).get("output_stride")
+    meta = meta_path(prefix)
+    if os.path.isfile(meta):
+        try:
+            with open(meta, encoding="utf-8") as f:
+                block.output_stride = json.load(f).get("output_stride")
+        except (ValueError, AttributeError):
+            raise ValueError(f"export meta file {meta} is damaged (expected a JSON object)") \
+                from None
     return block

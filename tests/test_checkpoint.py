@@ -47,7 +47,7 @@ def test_checkpoint_round_trip_rebuilds_model_and_optimizer(tmp_path):
     fresh = gd.build_model(4, "resnet18_v2", "vortex", 16, aux=True)
     fresh_trainer = gluon.Trainer(fresh.collect_params(), "sgd",
                                   {"learning_rate": 0.1, "momentum": 0.9})
-    restore_trainer_states(fresh_trainer, ckpt.optimizer_states)
+    restore_trainer_states(fresh_trainer, ckpt.optimizer_states, fresh)
     momentum = fresh_trainer._updaters[0].states
     assert momentum and any(np.abs(s.asnumpy()).sum() > 0 for s in momentum.values())
 

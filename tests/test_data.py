@@ -106,6 +106,7 @@ def test_synthetic_classes_are_separable_from_local_colour(synth):
 
 def test_get_dataset_synthetic_generates_into_empty_root_and_reuses_it(tmp_path):
     root = str(tmp_path / "gen")
+    os.mkdir(root)  # an empty folder the user made for it
     ds = get_dataset("synthetic", root, "val", mode="val", num_train=3, num_val=2, size=24,
                      num_classes=3)
     assert len(ds) == 2 and ds.num_classes == 3 and ds.classes[0] == "background"

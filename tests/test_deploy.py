@@ -121,5 +121,9 @@ def test_bench_script_quick_prints_the_table():
     table = "\n".join(lines[:-1])
     for row in ("forward fp32", "forward int8", "train iteration", "data loader", "gluoncv"):
         assert row in table, table
+    assert "forward fp32 fused (MKLDNN)" in table, table  # the README's "fused" row
     rows = json.loads(lines[-1])
     assert all(r["value"] > 0 for r in rows if r["value"] is not None)
+    # --quick runs resnet18_v2: no ratio against gluoncv's resnet50, and the row says why
+    versus = [r for r in rows if r["part"] in ("reference", "train") and "gluoncv" not in r["name"]]
+    assert versus and all(r["ratio"] is None and "resnet50" in r["note"] for r in versus)

@@ -288,7 +288,7 @@ def test_eval_errors_are_one_line_and_name_the_problem(tiny_checkpoint, syntheti
         run_eval({"checkpoint": str(junk), **_flags(base)})
 
     four = save_checkpoint(str(tmp_path / "four.params"), build_model(4, "resnet18_v2"))
-    with pytest.raises(ValueError, match="predicts 4 classes but dataset 'synthetic'"):
+    with pytest.raises(ValueError, match="predicts 4 classes but --dataset synthetic"):
         run_eval({"checkpoint": four, **_flags(base)})
     with pytest.raises(ValueError, match="--num_classes 5 disagrees"):
         run_eval({"checkpoint": tiny_checkpoint, "num_classes": 5, **_flags(base)})

@@ -415,8 +415,15 @@ def read_synthetic_meta(root: str) -> Optional[dict]:
 def synthetic_dataset(root: str, split: str = "train", num_classes: Optional[int] = None,
                       num_train: int = 40, num_val: int = 10, size=(128, 160), seed: int = 0,
                       **kwargs) -> SegmentationDataset:
-    """The generated set (VOC layout + synthetic.json); generated into ``root`` first if absent."""
+    """The generated set (VOC layout + synthetic.json). It is generated only into an existing,
+    empty ``root`` (a folder the user made for it); a missing folder is an error that says how
+    to generate the set, so a mistyped path never gets a new set to evaluate on."""
     meta = read_synthetic_meta(root)
+    if meta is None and not os.path.isdir(root):
+        raise DataError(
+            f"{root}: no synthetic set (folder not found); generate one with "
+            f"'python scripts/make_synthetic.py --output {root}', or create the empty folder "
+            "to have it generated there on first use")
     if meta is None:
         make_synthetic_dataset(root, num_train=num_train, num_val=num_val, size=size,
                                num_classes=num_classes or 5, seed=seed)
@@ -512,7 +519,7 @@ def get_dataset(name: str, root: str, split: str = "train", mode: str = "train",
     num_train, num_val, size, seed (synthetic generation)."""
     if name not in _FACTORIES:
         raise ValueError(f"unknown dataset {name!r}; expected one of {', '.join(DATASET_NAMES)}")
-    if not os.path.isdir(root) and name != "synthetic":
+    if not os.path.isdir(root) and name != "synthetic":  # synthetic: its own message
         raise DataError(f"{root}: dataset root folder not found")
     if num_classes is not None:
         options["num_classes"] = num_classes

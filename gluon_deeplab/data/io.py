@@ -10,12 +10,25 @@ Label rule: a label is a single-channel index map (palette "P" PNG, grayscale "L
 ``GTcls.Segmentation`` array of an SBD ``.mat``). 16-bit label PNGs are accepted because their
 values are class indices; every value must be < num_classes or the ignore value, else an error.
 Colour-coded (RGB) label images are rejected: a colour-to-index mapping would be a guess.
+
+Truncated files are refused, whatever ``PIL.ImageFile.LOAD_TRUNCATED_IMAGES`` says: importing
+gluoncv sets that flag for the whole process, and a truncated label would then train as class 0
+where its data is missing. Every decode here runs under :func:`strict_decoding`.
+
+EXIF orientation: images are turned as their EXIF ``Orientation`` tag says (as every viewer shows
+them); labels are not (VOC-style index PNGs carry no EXIF), so an image/label pair that only lines
+up without the rotation fails the size check, or is misaligned if it is square.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import threading
+from typing import Any, Iterator
+
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageFile, ImageOps
 
 IMAGE_MODES_TO_RGB = ("L", "LA", "1", "P", "PA", "RGBA", "RGBX", "CMYK", "YCbCr", "LAB", "HSV")
 REJECTED_IMAGE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
@@ -26,11 +39,37 @@ class DataError(ValueError):
     """A sample (image, label, list entry) that cannot be used, with the file it came from."""
 
 
+_strict_lock = threading.Lock()
+_strict_depth = 0
+_strict_saved = False
+
+
+@contextlib.contextmanager
+def strict_decoding() -> Iterator[None]:
+    """Within this block PIL refuses truncated files ("image file is truncated"), whatever
+    another library set ``ImageFile.LOAD_TRUNCATED_IMAGES`` to; the flag is restored after the
+    last nested or concurrent block ends."""
+    global _strict_depth, _strict_saved
+    with _strict_lock:
+        if _strict_depth == 0:
+            _strict_saved = ImageFile.LOAD_TRUNCATED_IMAGES
+        _strict_depth += 1
+        ImageFile.LOAD_TRUNCATED_IMAGES = False
+    try:
+        yield
+    finally:
+        with _strict_lock:
+            _strict_depth -= 1
+            if _strict_depth == 0:
+                ImageFile.LOAD_TRUNCATED_IMAGES = _strict_saved
+
+
 def read_image(path: str) -> np.ndarray:
     """Read an image as RGB uint8 H x W x 3 (see the module docstring for the conversion rule)."""
     try:
-        with Image.open(path) as img:
+        with strict_decoding(), Image.open(path) as img:
             img.load()
+            img = ImageOps.exif_transpose(img)
             mode = img.mode
             if mode in REJECTED_IMAGE_MODES or mode.startswith("I;16"):
                 raise DataError(
@@ -55,7 +94,7 @@ def read_image(path: str) -> np.ndarray:
 def read_label_png(path: str) -> np.ndarray:
     """Read a palette / grayscale (8 or 16-bit) index PNG as an integer H x W array (raw values)."""
     try:
-        with Image.open(path) as img:
+        with strict_decoding(), Image.open(path) as img:
             img.load()
             mode = img.mode
             if mode not in LABEL_MODES:
@@ -119,3 +158,52 @@ def validate_label(label: np.ndarray, image_shape: tuple, num_classes: int, igno
         return out
     return label
 
+
+
+# -- palette PNG masks (written by the synthetic set, eval, predict and ensemble) ---------------
+PALETTE_SIZE = 256
+
+
+def voc_colormap(n: int = PALETTE_SIZE) -> np.ndarray:
+    """The first ``n`` colours (uint8, n x 3) of VOC's bit-interleaved palette.
+
+    Entry 255 (the ignore label) is (224, 224, 192), as in the VOC ground truth files.
+    """
+    if not 1 <= n <= PALETTE_SIZE:
+        raise ValueError(f"colour map size must be in [1, {PALETTE_SIZE}], got {n}")
+    cmap = np.zeros((PALETTE_SIZE, 3), dtype=np.uint8)
+    for index in range(PALETTE_SIZE):
+        code, rgb = index, [0, 0, 0]
+        for bit in range(8):
+            for channel in range(3):
+                rgb[channel] |= ((code >> channel) & 1) << (7 - bit)
+            code >>= 3
+        cmap[index] = rgb
+    return cmap[:n]
+
+
+def as_mask(mask: Any) -> np.ndarray:
+    """A 2-D uint8 class mask (values 0..255), or a ValueError saying what is wrong."""
+    mask = np.asarray(mask)
+    if mask.ndim != 2:
+        raise ValueError(f"a mask must be 2-D (H x W), got shape {mask.shape}")
+    if mask.dtype != np.uint8:
+        if mask.size and (mask.min() < 0 or mask.max() > 255):
+            raise ValueError(f"mask values must be in [0, 255], got [{mask.min()}, {mask.max()}]")
+        mask = mask.astype(np.uint8)
+    return mask
+
+
+def mask_image(mask: Any) -> Image.Image:
+    """A palette ("P" mode) PIL image of a class mask with the full 256-entry VOC palette."""
+    image = Image.fromarray(as_mask(mask), mode="P")
+    image.putpalette(voc_colormap().ravel().tolist())
+    return image
+
+
+def save_mask(mask: Any, path: str) -> str:
+    """Write a class mask (H x W, values 0..255) as a palette PNG; returns ``path``."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    mask_image(mask).save(path, format="PNG")
+    return path

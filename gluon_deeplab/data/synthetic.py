@@ -17,7 +17,7 @@ from typing import Sequence, Tuple, Union
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .io import DataError
+from .io import DataError, save_mask
 
 FORMAT = "gluon-deeplab-synthetic"
 META_FILE = "synthetic.json"
@@ -129,8 +129,6 @@ def make_synthetic_dataset(root: str, num_train: int = 40, num_val: int = 10,
     Segmentation/{train,val,trainval}.txt`` and ``synthetic.json`` (written last: a set without it
     is incomplete). Refuses a non-empty ``root`` that is not already a synthetic set.
     """
-    from ..evaluation import save_mask
-
     h, w = _size(size)
     if not 2 <= num_classes <= 255:
         raise ValueError(f"num_classes must be in [2, 255], got {num_classes}")

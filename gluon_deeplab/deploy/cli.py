@@ -14,11 +14,12 @@ def build_export_parser() -> argparse.ArgumentParser:
     """Flags of scripts/export.py."""
     p = argparse.ArgumentParser(
         description="Export a gluon-deeplab checkpoint: PREFIX-symbol.json + PREFIX-0000.params "
-                    "(fp32 or INT8), PREFIX-meta.json, optionally PREFIX.onnx.")
+                    "(fp32 or INT8), PREFIX-meta.json, optionally PREFIX.onnx.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--checkpoint", required=True, help="checkpoint written by the trainer")
     p.add_argument("--output", required=True, help="output prefix, e.g. export/deeplab")
     p.add_argument("--output_stride", type=int, choices=(8, 16), default=None,
-                   help="output stride of the exported graph (default: the checkpoint's)")
+                   help="output stride of the exported graph (None: the checkpoint's)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     q = p.add_argument_group("INT8 (oneDNN post-training quantization)")
     q.add_argument("--int8", action="store_true", help="export an INT8 model")
@@ -27,11 +28,14 @@ def build_export_parser() -> argparse.ArgumentParser:
                    help="dataset layout of --calib_data_dir (voc, vocaug, voc_aug, folder, "
                         "synthetic)")
     q.add_argument("--calib_split", default="train", help="split to take calibration images from")
-    q.add_argument("--num_calib_images", type=int, default=20)
-    q.add_argument("--calib_mode", choices=CALIB_MODES, default="naive")
+    q.add_argument("--num_calib_images", type=int, default=20,
+                   help="calibration images (at most the split's size)")
+    q.add_argument("--calib_mode", choices=CALIB_MODES, default="naive",
+                   help="naive: min/max ranges; entropy: KL-optimal thresholds")
     q.add_argument("--calib_size", type=int, nargs=2, default=(513, 513), metavar=("H", "W"),
                    help="calibration images are center-cropped / padded to this size")
-    q.add_argument("--quantized_dtype", choices=QUANTIZED_DTYPES, default="auto")
+    q.add_argument("--quantized_dtype", choices=QUANTIZED_DTYPES, default="auto",
+                   help="auto: int8 where values can be negative, uint8 after a ReLU")
     q.add_argument("--exclude", nargs="*", choices=EXCLUDE_GROUPS, default=list(DEFAULT_EXCLUDE),
                    help="layer groups kept in fp32")
     o = p.add_argument_group("ONNX")
@@ -57,13 +61,16 @@ def export_main(argv: Optional[List[str]] = None) -> dict:
         if args.int8:
             calib = get_dataset(args.calib_dataset, args.calib_data_dir, args.calib_split,
                                 mode="val")
+            if args.num_calib_images > len(calib):
+                print(f"--num_calib_images {args.num_calib_images}: {calib.name} holds "
+                      f"{len(calib)} images; calibrating on all {len(calib)}", file=sys.stderr)
         files = export_checkpoint(
             args.checkpoint, args.output, output_stride=args.output_stride,
             overwrite=args.overwrite, int8=args.int8, calib_dataset=calib,
             num_calib_images=args.num_calib_images, calib_mode=args.calib_mode,
             quantized_dtype=args.quantized_dtype, calib_size=tuple(args.calib_size),
             exclude=args.exclude, onnx_input_size=tuple(args.input_size) if args.onnx else None)
-    except (FileNotFoundError, FileExistsError, ValueError, ImportError) as err:
+    except (OSError, ValueError, ImportError) as err:
         parser.exit(2, f"export.py: error: {err}\n")
     print(json.dumps(files, indent=2))
     return files

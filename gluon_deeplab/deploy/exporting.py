@@ -14,8 +14,9 @@ from typing import Any, Dict, Optional, Sequence, Tuple, Union
 import mxnet as mx
 
 from ..checkpoint import Checkpoint, atomic_write, load_checkpoint, model_from_checkpoint
-from ..data import MEAN, STD, SegmentationDataset
-from ..export import export_model, exported_files, meta_path
+from ..data import MEAN, STD, VOC_CLASSES, SegmentationDataset
+from ..data.datasets import read_synthetic_meta
+from ..export import check_prefix, export_model, exported_files, meta_path
 from ..models import recorded_head_settings
 from .int8 import DEFAULT_EXCLUDE, calibration_loader, quantize_model
 
@@ -31,9 +32,22 @@ def onnx_path(prefix: str) -> str:
 
 
 def _classes(ckpt: Checkpoint) -> Optional[list]:
+    """Class names: recorded in the checkpoint, else those of the dataset it was trained on
+    (VOC's 21, or a synthetic set's ``synthetic.json`` if still there); None if unknown."""
     for record in (ckpt.extra, ckpt.args, ckpt.model_config):
         if isinstance(record, dict) and record.get("classes"):
             return list(record["classes"])
+    num_classes = ckpt.model_config.get("num_classes")
+    dataset, root = ckpt.args.get("dataset"), ckpt.args.get("data_dir")
+    if dataset == "synthetic" and root:
+        try:
+            meta = read_synthetic_meta(root)
+        except (OSError, ValueError):
+            meta = None
+        if meta and len(meta.get("classes", [])) == num_classes:
+            return list(meta["classes"])
+    if dataset in ("voc", "vocaug", "voc_aug") and num_classes == len(VOC_CLASSES):
+        return list(VOC_CLASSES)
     return None
 
 
@@ -100,7 +114,7 @@ def export_checkpoint(checkpoint: Union[str, Checkpoint], prefix: str, *,
     if int8 and calib_dataset is None:
         raise ValueError("INT8 export needs calibration images: pass --calib_data_dir and "
                          "--calib_dataset")
-    symbol_file, params_file = exported_files(prefix)
+    symbol_file, params_file = exported_files(check_prefix(prefix))
     outputs = {"symbol": symbol_file, "params": params_file, "meta": meta_path(prefix)}
     if onnx_input_size:
         outputs["onnx"] = onnx_path(prefix)

@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 from ..checkpoint import load_checkpoint, model_from_checkpoint
 from ..data import DATASET_NAMES, get_dataset
 from ..devices import resolve_contexts
+from ..paths import check_writable
 from .crf import DenseCRF
 from .inference import FUSIONS, evaluate
 
@@ -73,9 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Evaluate a gluon-deeplab checkpoint: pixel accuracy, mean accuracy, mIoU, "
                     "frequency-weighted IoU and per-class IoU over a whole split.")
-    parser.add_argument("--checkpoint", required=True, help="checkpoint file (.params)")
+    parser.add_argument("--checkpoint", required=True,
+                        help="checkpoint file (.params), or a run folder (its best.params, "
+                             "else final.params)")
     parser.add_argument("--data_dir", required=True, help="dataset root folder")
-    parser.add_argument("--dataset", default="voc", choices=DATASET_NAMES)
+    parser.add_argument("--dataset", default="voc", choices=DATASET_NAMES,
+                        help="dataset layout (default voc: VOC 2012; training defaults to "
+                             "voc_aug)")
     parser.add_argument("--split", default="val")
     parser.add_argument("--num_classes", "--num-classes", type=int, default=None,
                         help="class count of a 'folder' dataset (must match the checkpoint)")
@@ -100,7 +105,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_counts(args: argparse.Namespace) -> None:
+    if args.max_images is not None and args.max_images < 1:
+        raise ValueError(f"--max_images: expected an integer >= 1, got {args.max_images}")
+    if args.num_workers < 0:
+        raise ValueError(f"--num_workers: expected an integer >= 0, got {args.num_workers}")
+
+
 def _check_outputs(args: argparse.Namespace) -> None:
+    if args.output:
+        check_writable(args.output, "--output")
+    if args.save_predictions:
+        check_writable(args.save_predictions, "--save_predictions", folder=True)
     if args.overwrite:
         return
     if args.output and os.path.exists(args.output):
@@ -120,6 +136,7 @@ def run_eval(args: Union[argparse.Namespace, Dict[str, Any]]) -> Dict[str, Any]:
         required = ["--checkpoint", str(args["checkpoint"]), "--data_dir", str(args["data_dir"])]
         args = argparse.Namespace(**{**vars(build_parser().parse_args(required)), **args})
     scales = parse_scales(args.scales)
+    _check_counts(args)
     ctxs = resolve_contexts(args.gpus)
     _check_outputs(args)
     crf = crf_from_args(args)
@@ -132,8 +149,8 @@ def run_eval(args: Union[argparse.Namespace, Dict[str, Any]]) -> Dict[str, Any]:
                           num_classes=args.num_classes, ignore_label=args.ignore_label)
     if dataset.num_classes != model_classes:
         raise ValueError(f"checkpoint {args.checkpoint} predicts {model_classes} classes but "
-                         f"dataset {args.dataset!r} at {args.data_dir} has "
-                         f"{dataset.num_classes}; pass --num_classes for folder data")
+                         f"--dataset {args.dataset} at {args.data_dir} has "
+                         f"{dataset.num_classes}; {_dataset_hint(args, ckpt.args)}")
     net, ckpt = model_from_checkpoint(ckpt, ctx=ctxs, output_stride=args.output_stride)
     net.hybridize()
     start = time.time()
@@ -166,6 +183,17 @@ def run_eval(args: Union[argparse.Namespace, Dict[str, Any]]) -> Dict[str, Any]:
     return result
 
 
+def _dataset_hint(args: argparse.Namespace, trained: Dict[str, Any]) -> str:
+    """What to change when the model and the dataset disagree on the class count."""
+    trained_on = trained.get("dataset") if isinstance(trained, dict) else None
+    if trained_on and trained_on != args.dataset:
+        return (f"the model was trained on --dataset {trained_on}: pass --dataset {trained_on} "
+                "(eval.py's default is voc)")
+    if args.dataset == "folder":
+        return "pass --num_classes with the model's class count"
+    return "evaluate it on the kind of data it was trained on (--dataset, --data_dir)"
+
+
 def format_report(result: Dict[str, Any]) -> str:
     """A per-class IoU / accuracy table followed by the four split metrics."""
     names = list(result["per_class_iou"])
@@ -193,7 +221,7 @@ def eval_main(argv: Optional[Sequence[str]] = None) -> None:
     args = parser.parse_args(argv)
     try:
         result = run_eval(args)
-    except (ValueError, FileNotFoundError, FileExistsError, ImportError) as err:
+    except (ValueError, OSError, ImportError) as err:
         parser.exit(2, f"error: {err}\n")
     print(format_report(result))
     if args.output:

@@ -17,6 +17,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from ..data.io import read_label_png
+from ..paths import check_writable
 from .colormap import save_mask
 
 MASK_EXT = ".png"
@@ -89,7 +90,10 @@ def _load_probabilities(folders: Sequence[str], name: str,
         return None
     arrays = []
     for path in paths:
-        arr = np.load(path, allow_pickle=False)
+        try:
+            arr = np.load(path, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as err:
+            raise ValueError(f"{path}: unreadable probability file ({err})") from None
         if arr.ndim != 3 or arr.shape[1:] != shape:
             raise ValueError(f"{path}: probabilities of shape {arr.shape}, expected "
                              f"C x {shape[0]} x {shape[1]}")
@@ -114,6 +118,7 @@ def ensemble_folders(folders: Sequence[str], output_dir: str,
         raise ValueError(f"--output_dir {output_dir!r} is one of the input folders; "
                          "choose another folder")
     names = _check_same_files(folders)
+    check_writable(output_dir, "--output_dir", folder=True)
     if not overwrite:
         existing = [n for n in names if os.path.exists(os.path.join(output_dir, n))]
         if existing:
@@ -150,7 +155,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parser.parse_args(argv)
     try:
         stats = ensemble_folders(args.folders, args.output_dir, overwrite=args.overwrite)
-    except (ValueError, FileNotFoundError, FileExistsError) as err:
+    except (ValueError, OSError) as err:
         parser.exit(2, f"error: {err}\n")
     print(f"wrote {stats['images']} voted masks to {args.output_dir} "
           f"({stats['probability_ties']} with probability tie-breaking)")

@@ -20,6 +20,7 @@ from ..data.datasets import IMAGE_EXTS
 from ..data.transforms import normalize
 from ..devices import resolve_contexts
 from ..export import load_exported
+from ..paths import check_writable
 from .cli import (
     add_crf_arguments,
     add_inference_arguments,
@@ -67,6 +68,7 @@ def output_paths(image: str, output_dir: str) -> Dict[str, str]:
 
 def _check_outputs(images: Sequence[str], output_dir: str, overwrite: bool,
                    save_probabilities: bool) -> None:
+    check_writable(output_dir, "--output_dir", folder=True)
     inputs = {os.path.realpath(p) for p in images}
     for image in images:
         paths = output_paths(image, output_dir)
@@ -153,7 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Predict segmentation masks (VOC palette PNG), overlays and panels.")
     parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--checkpoint", help="checkpoint file written by the trainer")
+    source.add_argument("--checkpoint", help="checkpoint file written by the trainer, or a run "
+                                             "folder (its best.params, else final.params)")
     source.add_argument("--exported", metavar="PREFIX",
                         help="exported model (PREFIX-symbol.json + PREFIX-0000.params)")
     parser.add_argument("--output_dir", required=True,
@@ -192,6 +195,6 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parser.parse_intermixed_args(argv)  # images may come before and after the flags
     try:
         written = run_predict(args)
-    except (ValueError, FileNotFoundError, FileExistsError, ImportError) as err:
+    except (ValueError, OSError, ImportError) as err:
         parser.exit(2, f"error: {err}\n")
     print(f"wrote {len(written)} masks, overlays and panels under {args.output_dir}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import mxnet as mx
+import numpy as np
 from mxnet.gluon import nn
 from mxnet.gluon.nn import HybridBlock
 
@@ -127,9 +128,11 @@ def build_model(num_classes: int = 21, backbone: str = "resnet50_v2",
     running statistics and receive no gradient (phase 2 of the schedule); ``syncbn_devices > 1``
     uses SyncBatchNorm across that many devices. Parameters do not depend on the output stride.
     """
-    if num_classes < 1:
-        raise ValueError(f"num_classes must be at least 1, got {num_classes}")
-    if output_stride not in (8, 16, 32):
+    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) \
+            or num_classes < 1:
+        raise ValueError(f"num_classes must be an integer >= 1, got {num_classes!r}")
+    num_classes = int(num_classes)
+    if not isinstance(output_stride, (int, np.integer)) or output_stride not in (8, 16, 32):
         raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
     backbone = canonical_backbone_name(backbone)
     head = canonical_head_name(head)

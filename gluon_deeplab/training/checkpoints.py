@@ -7,9 +7,10 @@ import os
 import re
 from typing import List, Optional, Tuple
 
+from ..checkpoint import BEST, FINAL
+
 CHECKPOINT_PATTERN = "checkpoint-{:08d}.params"
 _CHECKPOINT_RE = re.compile(r"^checkpoint-(\d{8})\.params$")
-BEST, FINAL = "best.params", "final.params"
 
 
 def checkpoint_path(output_dir: str, iteration: int) -> str:

@@ -205,7 +205,7 @@ def train(args: Union[argparse.Namespace, Dict[str, Any]]) -> Dict[str, Any]:
     trainer = make_trainer(net, args.initial_learning_rate, args.weight_decay,
                            args.head_lr_mult, dist.kvstore)
     if optimizer_states:
-        restore_trainer_states(trainer, optimizer_states)
+        restore_trainer_states(trainer, optimizer_states, net)
     sync_running_stats = RunningStatsSync(
         net, dist.kvstore if dist.num_workers > 1 else None, dist.num_workers)
     loss_fn = SegmentationLoss(train_set.ignore_label, args.aux_weight if args.aux else 0.0)
