@@ -313,11 +313,11 @@ def test_help_explains_every_flag():
                  "--num_workers", "--cpu_devices", "--train_split", "--val_split"):
         assert flag in text, flag
     args = build_parser().parse_args(["--resume", "-1", "--base_architecture", "resnet_v2_50"])
-    from gluon_deeplab.training import check_args
+    from gluon_deeplab.training.cli import config_from_args
 
-    check_args(args)
-    assert args.resume is None and args.base_architecture == "resnet50_v2"
-    assert args.max_iter == 30000
+    config = config_from_args(args)
+    assert config.resume is None and config.base_architecture == "resnet50_v2"
+    assert config.max_iter == 30000
 
 
 def test_train_epochs_convert_to_iterations():
