@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 
 import mxnet as mx
 import numpy as np
@@ -292,13 +293,72 @@ def test_bad_flags_are_one_line_errors(data_dir, tmp_path, capsys):
         (["--train_epochs", "46", "--max_iter", "30000"], "give one (--max_iter counts"),
         (["--aux_weight", "0.4"], "--aux_weight needs --aux"),
         (["--freeze_batch_norm", "2"], "expected 0 or 1"),
+        (["--initial_learning_rate", "nan"], "--initial_learning_rate must be a finite number"),
+        (["--initial_learning_rate", "inf"], "--initial_learning_rate must be a finite number"),
+        (["--end_learning_rate", "nan"], "--end_learning_rate must be a finite number >= 0"),
+        (["--weight_decay", "inf"], "--weight_decay must be a finite number >= 0"),
+        (["--head_lr_mult", "nan"], "--head_lr_mult must be a finite number > 0"),
+        (["--aux", "--aux_weight=-inf"], "--aux_weight must be a finite number >= 0"),
+        (["--train_epochs", "nan"], "--train_epochs must be a finite number > 0"),
     ]
     for flags, message in cases:
         with pytest.raises(SystemExit) as exit_info:
             main(base + flags)
         assert exit_info.value.code == 2
-        assert message in capsys.readouterr().err, flags
+        err = capsys.readouterr().err
+        assert message in err, flags
+        assert "Traceback" not in err and err.strip().splitlines()[-1].startswith(
+            "gluon-deeplab-train: error:"), err
     assert not os.listdir(tmp_path)  # nothing started
+
+
+def test_help_shows_each_default_once_and_every_flag_is_a_config_field():
+    text = " ".join(build_parser().format_help().split())
+    assert "(default 30000)" in text and "(default: None)" not in text
+    assert "(default: 0.007)" in text and "(default: )" not in text
+    assert not re.search(r"\(default[^)]*\) \(default", text)  # said twice
+    from dataclasses import fields
+
+    from gluon_deeplab.training import TrainConfig
+
+    parsed = vars(build_parser().parse_args([]))
+    assert parsed == {f.name: f.default for f in fields(TrainConfig)}
+    with pytest.raises(ValueError, match="unknown training setting.*learning_rate"):
+        train({"learning_rate": 0.1})
+
+
+def test_training_modules_import_no_module_that_imports_them_back():
+    import ast
+    import pathlib
+
+    package = pathlib.Path(__file__).resolve().parents[1] / "gluon_deeplab"
+    graph = {}
+    for path in package.rglob("*.py"):
+        module = ".".join(path.relative_to(package.parent).with_suffix("").parts)
+        module = module.removesuffix(".__init__")
+        is_package = path.name == "__init__.py"
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                base = module.split(".")[: len(module.split(".")) - node.level + is_package]
+                target = ".".join(base + ([node.module] if node.module else []))
+                names = [target + "." + a.name for a in node.names]
+                deps.update(n for n in names + [target] if n.startswith("gluon_deeplab"))
+        graph[module] = deps
+
+    def reach(start):
+        seen, todo = set(), [start]
+        while todo:
+            for dep in graph.get(todo.pop(), ()):
+                if dep in graph and dep not in seen:
+                    seen.add(dep)
+                    todo.append(dep)
+        return seen
+
+    training = [m for m in graph if m.startswith("gluon_deeplab.training.")]
+    assert len(training) > 8
+    cycles = [m for m in training if m in reach(m)]
+    assert not cycles, cycles
 
 
 def test_help_explains_every_flag():
