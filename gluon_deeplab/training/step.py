@@ -47,10 +47,12 @@ def forward_backward(net: mx.gluon.Block, loss_fn: SegmentationLoss, images: mx.
             t.start()
         for t in threads:
             t.join()
-        # SyncBatchNorm's operator blocks a device's engine worker (one per CPU context) in
-        # a barrier until every device reaches the same layer. If the next step's ops start
-        # on one device while another is still in this step's backward, the barriers pair
-        # up wrongly and both workers wait for ever: finish the step on every device first.
+        # SyncBatchNorm blocks a device's engine worker (one per CPU context) in a barrier
+        # until every device reaches the same layer. A SyncBN layer that gets no backward (the
+        # backbone's input BN: no parameters, no input gradient) lets the next step's forward
+        # start on a device while its worker still has this step's backward queued: that
+        # worker then waits in the forward barrier and the other one in a backward barrier,
+        # for ever. So every device finishes the step before the next one is pushed.
         mx.nd.waitall()
         if errors:
             raise errors[0]
