@@ -220,8 +220,12 @@ def _one_step(ctxs, init, syncbn=False, freeze_bn=False):
     labels[2:, :, 5:] = 255  # the second device's half is mostly unlabelled
     loss = forward_backward(net, SegmentationLoss(), images, mx.nd.array(labels), ctxs,
                             parallel=syncbn)
+    # running statistics of every device, after one training-mode forward (and backward)
+    stats = {k: [d.asnumpy() for d in p.list_data()]
+             for k, p in net._collect_params_with_prefix().items()
+             if k.endswith(("running_mean", "running_var"))}
     trainer.step(1)
-    return loss, {k: v.asnumpy() for k, v in parameter_arrays(net).items()}
+    return loss, {k: v.asnumpy() for k, v in parameter_arrays(net).items()}, stats
 
 
 @pytest.mark.parametrize("mode", ["freeze_bn", "syncbn"])
@@ -229,9 +233,17 @@ def test_two_cpu_contexts_make_the_same_update_as_one(mode):
     """BN statistics are per device: compared with frozen BN (global statistics), and with
     SyncBatchNorm (statistics of the whole batch) against plain BN on one device."""
     init = parameter_arrays(small_net())
-    one_loss, one = _one_step([mx.cpu(0)], init, freeze_bn=mode == "freeze_bn")
-    two_loss, two = _one_step([mx.cpu(0), mx.cpu(1)], init, syncbn=mode == "syncbn",
-                              freeze_bn=mode == "freeze_bn")
+    one_loss, one, one_stats = _one_step([mx.cpu(0)], init, freeze_bn=mode == "freeze_bn")
+    two_loss, two, two_stats = _one_step([mx.cpu(0), mx.cpu(1)], init,
+                                         syncbn=mode == "syncbn", freeze_bn=mode == "freeze_bn")
+    # SyncBN: each device's running statistics are those of the whole batch on one device
+    assert len(one_stats) > 40
+    for name, (want,) in one_stats.items():
+        assert len(two_stats[name]) == 2
+        for got in two_stats[name]:
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5, err_msg=name)
+    moved_stats = [k for k, (v,) in one_stats.items() if not np.allclose(v, init[k].asnumpy())]
+    assert len(moved_stats) > 40 or mode == "freeze_bn"
     assert two_loss == pytest.approx(one_loss, rel=1e-5)
     for name in one:
         if mode == "freeze_bn":
@@ -316,6 +328,7 @@ def test_help_shows_each_default_once_and_every_flag_is_a_config_field():
     text = " ".join(build_parser().format_help().split())
     assert "(default 30000)" in text and "(default: None)" not in text
     assert "(default: 0.007)" in text and "(default: )" not in text
+    assert "decays to (default: 0.0)" in text and "dropout and initialization (default: 0)" in text
     assert not re.search(r"\(default[^)]*\) \(default", text)  # said twice
     from dataclasses import fields
 

@@ -42,8 +42,9 @@ class _DefaultsHelpFormatter(argparse.HelpFormatter):
     there is none to show (None, a switch that is off)."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
-        text = action.help or ""
-        if "default" in text or action.default in (None, False, "", argparse.SUPPRESS):
+        text, default = action.help or "", action.default
+        if ("default" in text or default is None or default is False or default == ""
+                or default is argparse.SUPPRESS):
             return text
         return text + " (default: %(default)s)"
 
