@@ -11,6 +11,7 @@ open would let two trainers lock two different files.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 from typing import Optional, Set
@@ -46,10 +47,13 @@ class FolderLock:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
         try:
             fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:  # EAGAIN / EACCES: held by another process
+        except OSError as err:
             pid = _read_pid(fd)
             os.close(fd)
-            raise FolderLocked(self.folder, pid) from None
+            if err.errno in (errno.EAGAIN, errno.EACCES):  # held by another process
+                raise FolderLocked(self.folder, pid) from None
+            raise TrainingError(f"cannot lock {self.path} ({err.strerror}); the output folder "
+                                "must be on a filesystem that supports file locks") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         _HELD.add(key)
