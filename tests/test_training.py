@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 
 import mxnet as mx
 import numpy as np
@@ -219,8 +220,12 @@ def _one_step(ctxs, init, syncbn=False, freeze_bn=False):
     labels[2:, :, 5:] = 255  # the second device's half is mostly unlabelled
     loss = forward_backward(net, SegmentationLoss(), images, mx.nd.array(labels), ctxs,
                             parallel=syncbn)
+    # running statistics of every device, after one training-mode forward (and backward)
+    stats = {k: [d.asnumpy() for d in p.list_data()]
+             for k, p in net._collect_params_with_prefix().items()
+             if k.endswith(("running_mean", "running_var"))}
     trainer.step(1)
-    return loss, {k: v.asnumpy() for k, v in parameter_arrays(net).items()}
+    return loss, {k: v.asnumpy() for k, v in parameter_arrays(net).items()}, stats
 
 
 @pytest.mark.parametrize("mode", ["freeze_bn", "syncbn"])
@@ -228,9 +233,17 @@ def test_two_cpu_contexts_make_the_same_update_as_one(mode):
     """BN statistics are per device: compared with frozen BN (global statistics), and with
     SyncBatchNorm (statistics of the whole batch) against plain BN on one device."""
     init = parameter_arrays(small_net())
-    one_loss, one = _one_step([mx.cpu(0)], init, freeze_bn=mode == "freeze_bn")
-    two_loss, two = _one_step([mx.cpu(0), mx.cpu(1)], init, syncbn=mode == "syncbn",
-                              freeze_bn=mode == "freeze_bn")
+    one_loss, one, one_stats = _one_step([mx.cpu(0)], init, freeze_bn=mode == "freeze_bn")
+    two_loss, two, two_stats = _one_step([mx.cpu(0), mx.cpu(1)], init,
+                                         syncbn=mode == "syncbn", freeze_bn=mode == "freeze_bn")
+    # SyncBN: each device's running statistics are those of the whole batch on one device
+    assert len(one_stats) > 40
+    for name, (want,) in one_stats.items():
+        assert len(two_stats[name]) == 2
+        for got in two_stats[name]:
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5, err_msg=name)
+    moved_stats = [k for k, (v,) in one_stats.items() if not np.allclose(v, init[k].asnumpy())]
+    assert len(moved_stats) > 40 or mode == "freeze_bn"
     assert two_loss == pytest.approx(one_loss, rel=1e-5)
     for name in one:
         if mode == "freeze_bn":
@@ -292,13 +305,73 @@ def test_bad_flags_are_one_line_errors(data_dir, tmp_path, capsys):
         (["--train_epochs", "46", "--max_iter", "30000"], "give one (--max_iter counts"),
         (["--aux_weight", "0.4"], "--aux_weight needs --aux"),
         (["--freeze_batch_norm", "2"], "expected 0 or 1"),
+        (["--initial_learning_rate", "nan"], "--initial_learning_rate must be a finite number"),
+        (["--initial_learning_rate", "inf"], "--initial_learning_rate must be a finite number"),
+        (["--end_learning_rate", "nan"], "--end_learning_rate must be a finite number >= 0"),
+        (["--weight_decay", "inf"], "--weight_decay must be a finite number >= 0"),
+        (["--head_lr_mult", "nan"], "--head_lr_mult must be a finite number > 0"),
+        (["--aux", "--aux_weight=-inf"], "--aux_weight must be a finite number >= 0"),
+        (["--train_epochs", "nan"], "--train_epochs must be a finite number > 0"),
     ]
     for flags, message in cases:
         with pytest.raises(SystemExit) as exit_info:
             main(base + flags)
         assert exit_info.value.code == 2
-        assert message in capsys.readouterr().err, flags
+        err = capsys.readouterr().err
+        assert message in err, flags
+        assert "Traceback" not in err and err.strip().splitlines()[-1].startswith(
+            "gluon-deeplab-train: error:"), err
     assert not os.listdir(tmp_path)  # nothing started
+
+
+def test_help_shows_each_default_once_and_every_flag_is_a_config_field():
+    text = " ".join(build_parser().format_help().split())
+    assert "(default 30000)" in text and "(default: None)" not in text
+    assert "(default: 0.007)" in text and "(default: )" not in text
+    assert "decays to (default: 0.0)" in text and "dropout and initialization (default: 0)" in text
+    assert not re.search(r"\(default[^)]*\) \(default", text)  # said twice
+    from dataclasses import fields
+
+    from gluon_deeplab.training import TrainConfig
+
+    parsed = vars(build_parser().parse_args([]))
+    assert parsed == {f.name: f.default for f in fields(TrainConfig)}
+    with pytest.raises(ValueError, match="unknown training setting.*learning_rate"):
+        train({"learning_rate": 0.1})
+
+
+def test_training_modules_import_no_module_that_imports_them_back():
+    import ast
+    import pathlib
+
+    package = pathlib.Path(__file__).resolve().parents[1] / "gluon_deeplab"
+    graph = {}
+    for path in package.rglob("*.py"):
+        module = ".".join(path.relative_to(package.parent).with_suffix("").parts)
+        module = module.removesuffix(".__init__")
+        is_package = path.name == "__init__.py"
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                base = module.split(".")[: len(module.split(".")) - node.level + is_package]
+                target = ".".join(base + ([node.module] if node.module else []))
+                names = [target + "." + a.name for a in node.names]
+                deps.update(n for n in names + [target] if n.startswith("gluon_deeplab"))
+        graph[module] = deps
+
+    def reach(start):
+        seen, todo = set(), [start]
+        while todo:
+            for dep in graph.get(todo.pop(), ()):
+                if dep in graph and dep not in seen:
+                    seen.add(dep)
+                    todo.append(dep)
+        return seen
+
+    training = [m for m in graph if m.startswith("gluon_deeplab.training.")]
+    assert len(training) > 8
+    cycles = [m for m in training if m in reach(m)]
+    assert not cycles, cycles
 
 
 def test_help_explains_every_flag():
@@ -313,11 +386,11 @@ def test_help_explains_every_flag():
                  "--num_workers", "--cpu_devices", "--train_split", "--val_split"):
         assert flag in text, flag
     args = build_parser().parse_args(["--resume", "-1", "--base_architecture", "resnet_v2_50"])
-    from gluon_deeplab.training import check_args
+    from gluon_deeplab.training.cli import config_from_args
 
-    check_args(args)
-    assert args.resume is None and args.base_architecture == "resnet50_v2"
-    assert args.max_iter == 30000
+    config = config_from_args(args)
+    assert config.resume is None and config.base_architecture == "resnet50_v2"
+    assert config.max_iter == 30000
 
 
 def test_train_epochs_convert_to_iterations():

@@ -5,22 +5,18 @@ from __future__ import annotations
 from ..devices import resolve_contexts
 from .bench import benchmark_training
 from .checkpoints import latest_checkpoint, list_checkpoints, prune_checkpoints
-from .cli import build_parser, check_args, main
+from .cli import build_parser, main
+from .config import TrainConfig
+from .errors import TrainingDiverged, TrainingError
 from .loss import SegmentationLoss, count_valid_pixels, pixel_cross_entropy_sum
 from .optim import configure_parameter_groups, make_trainer
 from .schedule import poly_lr
 from .step import forward_backward, split_batch
-from .trainer import (
-    TrainingDiverged,
-    TrainingError,
-    iterations_for_epochs,
-    step_seed,
-    train,
-)
+from .trainer import iterations_for_epochs, step_seed, train
 
 __all__ = [
-    "SegmentationLoss", "TrainingDiverged", "TrainingError", "benchmark_training",
-    "build_parser", "check_args", "configure_parameter_groups", "count_valid_pixels",
+    "SegmentationLoss", "TrainConfig", "TrainingDiverged", "TrainingError",
+    "benchmark_training", "build_parser", "configure_parameter_groups", "count_valid_pixels",
     "forward_backward", "iterations_for_epochs", "latest_checkpoint", "list_checkpoints",
     "main", "make_trainer", "pixel_cross_entropy_sum", "poly_lr", "prune_checkpoints",
     "resolve_contexts", "split_batch", "step_seed", "train",

@@ -7,10 +7,11 @@ import os
 import re
 from typing import List, Optional, Tuple
 
-from ..checkpoint import BEST, FINAL
+from ..checkpoint import BEST, FINAL, Checkpoint, load_checkpoint
 
 CHECKPOINT_PATTERN = "checkpoint-{:08d}.params"
 _CHECKPOINT_RE = re.compile(r"^checkpoint-(\d{8})\.params$")
+RUN_ID = "run_id"  # key of the run id in every checkpoint's ``extra`` record
 
 
 def checkpoint_path(output_dir: str, iteration: int) -> str:
@@ -47,12 +48,32 @@ def latest_checkpoint(output_dir: str) -> Optional[str]:
 
 
 def remove_stale_temporaries(output_dir: str) -> List[str]:
-    """Delete temporary files that a killed save left behind (never a finished checkpoint)."""
+    """Delete the temporary files that a killed write left behind (``.tmp-*``: checkpoints,
+    log, curves; never a finished file). Call it only while holding the folder's lock."""
     removed = []
-    for path in glob.glob(os.path.join(output_dir, ".tmp-*.params")):
-        os.remove(path)
-        removed.append(path)
+    for path in sorted(glob.glob(os.path.join(output_dir, ".tmp-*"))):
+        if os.path.isfile(path):
+            os.remove(path)
+            removed.append(path)
     return removed
+
+
+def run_id_of(checkpoint: Checkpoint) -> Optional[str]:
+    """The id of the run that wrote ``checkpoint`` (None: written before runs had ids)."""
+    return checkpoint.extra.get(RUN_ID)
+
+
+def same_run(path: str, output_dir: str) -> bool:
+    """Whether checkpoint ``path`` belongs to the run in ``output_dir`` (a file of that folder,
+    or the same run id as the folder's newest checkpoint)."""
+    if os.path.dirname(os.path.realpath(path)) == os.path.realpath(output_dir):
+        return True
+    existing = run_files(output_dir)
+    if not existing:
+        return True
+    theirs = latest_checkpoint(output_dir) or existing[0]
+    ours = run_id_of(load_checkpoint(path))
+    return ours is not None and ours == run_id_of(load_checkpoint(theirs))
 
 
 def prune_checkpoints(output_dir: str, keep: int) -> List[str]:

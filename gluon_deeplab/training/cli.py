@@ -1,4 +1,8 @@
-"""Command line of the trainer (``gluon-deeplab-train``, ``scripts/train.py``): the seed's flags."""
+"""Command line of the trainer (``gluon-deeplab-train``, ``scripts/train.py``): the seed's flags.
+
+Every flag is a field of :class:`.config.TrainConfig` with the same name; the defaults shown
+here are the dataclass's.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +10,11 @@ import argparse
 import sys
 from typing import List, Optional
 
-from ..models import canonical_backbone_name
+from ..devices import resolve_contexts
+from .config import TrainConfig
+from .trainer import TrainingError, train
 
-NO_RESUME = ("", "-1", "none")
+D = TrainConfig()  # the defaults
 
 
 def _bool01(value: str) -> int:
@@ -31,169 +37,139 @@ def _non_negative_int(value: str) -> int:
     return number
 
 
+class _DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Appends "(default: X)" to a flag's help unless the help already says its default or
+    there is none to show (None, a switch that is off)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text, default = action.help or "", action.default
+        if ("default" in text or default is None or default is False or default == ""
+                or default is argparse.SUPPRESS):
+            return text
+        return text + " (default: %(default)s)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The trainer's flags (names of the seed project where it had them)."""
     p = argparse.ArgumentParser(
         prog="gluon-deeplab-train",
         description="Train DeepLabV3 (ResNet-v2 + ASPP or Vortex pooling) for a number of "
                     "iterations with the poly learning-rate schedule.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=_DefaultsHelpFormatter)
     g = p.add_argument_group("model")
-    g.add_argument("--base_architecture", default="resnet_v2_50",
+    g.add_argument("--base_architecture", default=D.base_architecture,
                    help="backbone: resnet18_v2 .. resnet152_v2, or the seed's resnet_v2_50 / "
                         "resnet_v2_101 spellings")
-    g.add_argument("--aspp_or_vortex", type=int, choices=(1, 2), default=1,
+    g.add_argument("--aspp_or_vortex", type=int, choices=(1, 2), default=D.aspp_or_vortex,
                    help="head: 1 = ASPP, 2 = Vortex pooling")
-    g.add_argument("--output_stride", type=int, choices=(8, 16), default=16,
+    g.add_argument("--output_stride", type=int, choices=(8, 16), default=D.output_stride,
                    help="input size / feature size of the backbone")
-    g.add_argument("--freeze_batch_norm", type=_bool01, default=0,
+    g.add_argument("--freeze_batch_norm", type=_bool01, default=D.freeze_batch_norm,
                    help="1: every BatchNorm uses its running statistics and is not trained "
                         "(phase 2); 0: BN trained")
-    g.add_argument("--pre_trained_model", default=None,
+    g.add_argument("--pre_trained_model", default=D.pre_trained_model,
                    help="starting weights of the backbone: 'imagenet' (the model zoo file, "
                         "from $MXNET_HOME/models or downloaded with its SHA-1 check), 'none' "
                         "(random), or a model zoo .params file, loaded strictly (default: "
                         "imagenet; none for --dataset synthetic)")
-    g.add_argument("--init_checkpoint", default=None,
+    g.add_argument("--init_checkpoint", default=D.init_checkpoint,
                    help="start from the weights of another run's checkpoint (e.g. phase 2 "
                         "from phase 1's final.params); its iteration and optimizer are not used")
     g.add_argument("--aux", action="store_true",
                    help="add the auxiliary FCN head on stage 3 (training only)")
-    g.add_argument("--aux_weight", type=float, default=None,
+    g.add_argument("--aux_weight", type=float, default=D.aux_weight,
                    help="weight of the auxiliary loss (needs --aux; default 0.4)")
-    g.add_argument("--num_classes", type=int, default=None,
+    g.add_argument("--num_classes", type=int, default=D.num_classes,
                    help="number of classes (default: the dataset's)")
-    g.add_argument("--hybridize", type=_bool01, default=1,
+    g.add_argument("--hybridize", type=_bool01, default=D.hybridize,
                    help="1: run the network as a hybridized graph (faster); not with --syncbn")
 
     g = p.add_argument_group("data")
-    g.add_argument("--dataset", default="voc_aug",
+    g.add_argument("--dataset", default=D.dataset,
                    help="layout: voc, vocaug (SBD .mat), voc_aug (SegmentationClassAug PNGs), "
                         "folder, synthetic")
-    g.add_argument("--data_dir", default=None,
+    g.add_argument("--data_dir", default=D.data_dir,
                    help="dataset root folder (default: gluoncv's $MXNET_HOME/datasets/voc, "
                         "i.e. ~/.mxnet/datasets/voc, for voc and vocaug; else ./VOCdevkit_aug)")
-    g.add_argument("--train_split", default=None,
+    g.add_argument("--train_split", default=D.train_split,
                    help="training split (default train_aug for voc_aug, else train)")
-    g.add_argument("--val_split", default="val", help="validation split")
-    g.add_argument("--val_dataset", default=None,
+    g.add_argument("--val_split", default=D.val_split, help="validation split")
+    g.add_argument("--val_dataset", default=D.val_dataset,
                    help="layout of the validation set (default: --dataset), e.g. voc to "
                         "validate vocaug train_aug on VOC 2012 val; best.params is chosen on it")
-    g.add_argument("--val_data_dir", default=None,
+    g.add_argument("--val_data_dir", default=D.val_data_dir,
                    help="root folder of the validation set (default: --data_dir)")
-    g.add_argument("--crop_size", type=_positive_int, default=513,
+    g.add_argument("--crop_size", type=_positive_int, default=D.crop_size,
                    help="training crop size (pixels, square)")
-    g.add_argument("--ignore_label", type=int, default=255,
+    g.add_argument("--ignore_label", type=int, default=D.ignore_label,
                    help="label value of unlabelled pixels in the dataset's label files")
-    g.add_argument("--num_workers", type=_non_negative_int, default=4,
+    g.add_argument("--num_workers", type=_non_negative_int, default=D.num_workers,
                    help="data loading processes (0: in the training process)")
 
     g = p.add_argument_group("schedule")
-    g.add_argument("--max_iter", type=_positive_int, default=None,
+    g.add_argument("--max_iter", type=_positive_int, default=D.max_iter,
                    help="number of optimizer steps (default 30000)")
-    g.add_argument("--train_epochs", type=float, default=None,
+    g.add_argument("--train_epochs", type=float, default=D.train_epochs,
                    help="alternative to --max_iter: passes over the training set, converted "
                         "to iterations (ceil(epochs x images / global batch))")
-    g.add_argument("--batch_size", type=_positive_int, default=16,
+    g.add_argument("--batch_size", type=_positive_int, default=D.batch_size,
                    help="images per step on this machine, split over its devices")
-    g.add_argument("--initial_learning_rate", type=float, default=7e-3,
+    g.add_argument("--initial_learning_rate", type=float, default=D.initial_learning_rate,
                    help="learning rate of the first step")
-    g.add_argument("--end_learning_rate", type=float, default=0.0,
+    g.add_argument("--end_learning_rate", type=float, default=D.end_learning_rate,
                    help="learning rate the poly (power 0.9) schedule decays to")
-    g.add_argument("--weight_decay", type=float, default=2e-4,
+    g.add_argument("--weight_decay", type=float, default=D.weight_decay,
                    help="L2 weight decay (not applied to BN gamma/beta and biases)")
-    g.add_argument("--head_lr_mult", type=float, default=1.0,
+    g.add_argument("--head_lr_mult", type=float, default=D.head_lr_mult,
                    help="learning-rate multiplier of everything outside the backbone")
-    g.add_argument("--seed", type=int, default=0,
+    g.add_argument("--seed", type=int, default=D.seed,
                    help="seed of the data order, augmentation, dropout and initialization")
 
     g = p.add_argument_group("devices")
-    g.add_argument("--gpus", default="",
+    g.add_argument("--gpus", default=D.gpus,
                    help="comma-separated GPU ids, e.g. 0,1 (empty: CPU)")
-    g.add_argument("--cpu_devices", type=_non_negative_int, default=0,
+    g.add_argument("--cpu_devices", type=_non_negative_int, default=D.cpu_devices,
                    help="train on N CPU contexts (tests the multi-device path without GPUs)")
-    g.add_argument("--kvstore", default="device",
+    g.add_argument("--kvstore", default=D.kvstore,
                    help="gradient reduction: device, local, or dist_sync / dist_device_sync "
                         "(several machines, started by scripts/launch_dist.py)")
     g.add_argument("--syncbn", action="store_true",
                    help="SyncBatchNorm: BN statistics over the whole batch of all devices")
 
     g = p.add_argument_group("output")
-    g.add_argument("--output_dir", default="runs/deeplab",
+    g.add_argument("--output_dir", default=D.output_dir,
                    help="folder of checkpoints, log.jsonl and curves.png (one per phase)")
-    g.add_argument("--resume", default=None,
+    g.add_argument("--resume", default=D.resume,
                    help="checkpoint to continue from, or 'auto' (newest in --output_dir; "
                         "fresh start if none); -1 = no resume (seed spelling)")
-    g.add_argument("--checkpoint_interval", type=_positive_int, default=1000,
+    g.add_argument("--checkpoint_interval", type=_positive_int, default=D.checkpoint_interval,
                    help="save a checkpoint every N iterations")
-    g.add_argument("--keep_checkpoints", type=_positive_int, default=3,
+    g.add_argument("--keep_checkpoints", type=_positive_int, default=D.keep_checkpoints,
                    help="periodic checkpoints kept (best.params and final.params always kept)")
-    g.add_argument("--val_interval", type=_non_negative_int, default=1000,
+    g.add_argument("--val_interval", type=_non_negative_int, default=D.val_interval,
                    help="validate every N iterations and at the end (0: never)")
-    g.add_argument("--log_interval", type=_positive_int, default=10,
+    g.add_argument("--log_interval", type=_positive_int, default=D.log_interval,
                    help="write mean loss, lr and it/s to log.jsonl every N iterations")
-    g.add_argument("--progress", type=_bool01, default=1, help="1: show a progress bar")
+    g.add_argument("--progress", type=_bool01, default=D.progress, help="1: show a progress bar")
     return p
 
 
-def check_args(args: argparse.Namespace) -> None:
-    """Normalize and check values argparse cannot (ValueError naming the flag)."""
-    args.base_architecture = canonical_backbone_name(args.base_architecture)
-    if args.output_stride not in (8, 16):
-        raise ValueError(f"--output_stride must be 8 or 16, got {args.output_stride}")
-    if args.aspp_or_vortex not in (1, 2):
-        raise ValueError(f"--aspp_or_vortex must be 1 (ASPP) or 2 (Vortex), "
-                         f"got {args.aspp_or_vortex}")
-    if args.resume is not None and str(args.resume).strip().lower() in NO_RESUME:
-        args.resume = None
-    if args.train_epochs is not None:
-        if args.max_iter is not None:
-            raise ValueError("--train_epochs and --max_iter both set the length of training; "
-                             "give one (--max_iter counts optimizer steps)")
-        if args.train_epochs <= 0:
-            raise ValueError(f"--train_epochs must be > 0, got {args.train_epochs}")
-    elif args.max_iter is None:
-        args.max_iter = 30000
-    if args.aux_weight is not None and not args.aux:
-        raise ValueError("--aux_weight needs --aux (the auxiliary head)")
-    if args.aux and args.aux_weight is None:
-        args.aux_weight = 0.4
-    if args.aux_weight is not None and args.aux_weight < 0:
-        raise ValueError(f"--aux_weight must be >= 0, got {args.aux_weight}")
-    if str(args.pre_trained_model or "none").lower() != "none" and args.init_checkpoint:
-        raise ValueError("--pre_trained_model and --init_checkpoint both set the starting "
-                         "weights; give one")
-    if args.initial_learning_rate <= 0 or args.end_learning_rate < 0:
-        raise ValueError("--initial_learning_rate must be > 0 and --end_learning_rate >= 0")
-    if args.end_learning_rate > args.initial_learning_rate:
-        raise ValueError("--end_learning_rate must not exceed --initial_learning_rate")
-    if args.weight_decay < 0:
-        raise ValueError(f"--weight_decay must be >= 0, got {args.weight_decay}")
-    if args.head_lr_mult <= 0:
-        raise ValueError(f"--head_lr_mult must be > 0, got {args.head_lr_mult}")
-    if args.syncbn and args.freeze_batch_norm:
-        raise ValueError("--syncbn has no effect with --freeze_batch_norm 1 (frozen BN uses "
-                         "running statistics); drop one")
-    kv = args.kvstore
-    if kv not in ("device", "local", "nccl", "dist_sync", "dist_device_sync", "dist_sync_device"):
-        raise ValueError(f"--kvstore {kv!r}: expected device, local, nccl, dist_sync or "
-                         "dist_device_sync (synchronous: every worker applies the same update)")
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The checked :class:`TrainConfig` of parsed flags (ValueError naming a bad flag)."""
+    return TrainConfig.from_mapping(vars(args)).check()
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Parse the flags, train, print where the final checkpoint is."""
-    from ..devices import resolve_contexts
-    from .trainer import TrainingError, train
-
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        check_args(args)
-        resolve_contexts(args.gpus, args.cpu_devices)
+        config = config_from_args(args)
+        resolve_contexts(config.gpus, config.cpu_devices)
     except ValueError as err:
         parser.error(str(err))
     try:
-        result = train(args)
+        result = train(config)
     except (TrainingError, ValueError, FileNotFoundError, OSError) as err:
         print(f"{parser.prog}: error: {err}", file=sys.stderr)
         return 1

@@ -65,6 +65,13 @@ def forward_backward(net: mx.gluon.Block, loss_fn: SegmentationLoss, images: mx.
             t.start()
         for t in threads:
             t.join()
+        # SyncBatchNorm blocks a device's engine worker (one per CPU context) in a barrier
+        # until every device reaches the same layer. A SyncBN layer that gets no backward (the
+        # backbone's input BN: no parameters, no input gradient) lets the next step's forward
+        # start on a device while its worker still has this step's backward queued: that
+        # worker then waits in the forward barrier and the other one in a backward barrier,
+        # for ever. So every device finishes the step before the next one is pushed.
+        mx.nd.waitall()
         if errors:
             raise errors[0]
     else:
@@ -73,6 +80,19 @@ def forward_backward(net: mx.gluon.Block, loss_fn: SegmentationLoss, images: mx.
                 losses[i] = loss_fn(net(parts[i]), targets[i], normalizer)
         autograd.backward(losses)
     return float(sum(loss.asscalar() for loss in losses))
+
+
+def nonfinite_parameters(net: mx.gluon.Block) -> List[str]:
+    """Names of the parameters (running statistics included) with a NaN or infinite value in
+    any device's copy. One reduction per array and a single read back: cheap enough to run
+    before every save."""
+    names, finite = [], []
+    for name, param in sorted(net._collect_params_with_prefix().items()):
+        for data in param.list_data():
+            names.append(name)
+            finite.append(mx.nd.contrib.isfinite(data).min().as_in_context(mx.cpu()))
+    flags = mx.nd.concat(*finite, dim=0).asnumpy()
+    return sorted({name for name, ok in zip(names, flags) if not ok})
 
 
 RUNNING_STATS = ("running_mean", "running_var")

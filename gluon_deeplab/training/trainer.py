@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import time
-from typing import Any, Dict, Optional, Sequence, Union
+import uuid
+from typing import Any, Dict, Mapping, Optional, Sequence, Union
 
 import mxnet as mx
 import numpy as np
@@ -26,28 +26,31 @@ from ..models import build_model, default_pretrained, resolve_pretrained
 from .checkpoints import (
     BEST,
     FINAL,
+    RUN_ID,
     checkpoint_path,
     latest_checkpoint,
     prune_checkpoints,
     remove_stale_temporaries,
     run_files,
+    run_id_of,
+    same_run,
 )
+from .config import TrainConfig, as_config
+from .errors import TrainingDiverged, TrainingError
+from .lock import FolderLock
 from .loss import SegmentationLoss
 from .monitor import JsonlLog, plot_curves
 from .optim import make_trainer
 from .schedule import poly_lr
-from .step import RunningStatsSync, forward_backward, warn_single_image_batchnorm
+from .step import (
+    RunningStatsSync,
+    forward_backward,
+    nonfinite_parameters,
+    warn_single_image_batchnorm,
+)
 
 LOG_FILE, CURVES_FILE = "log.jsonl", "curves.png"
 DEFAULT_TRAIN_SPLITS = {"voc_aug": "train_aug"}
-
-
-class TrainingError(RuntimeError):
-    """Training cannot start or cannot go on (message says why and what to do)."""
-
-
-class TrainingDiverged(TrainingError):
-    """The loss became NaN or infinite."""
 
 
 def step_seed(seed: int, iteration: int, rank: int = 0) -> int:
@@ -60,21 +63,6 @@ def seed_devices(seed: int, ctxs: Sequence[mx.Context]) -> None:
     """Seed MXNet's generator on every device (distinct streams per device)."""
     for k, ctx in enumerate(ctxs):
         mx.random.seed((seed + k * 65_537) % (2 ** 31 - 1), ctx=ctx)
-
-
-def _as_namespace(args: Union[argparse.Namespace, Dict[str, Any]]) -> argparse.Namespace:
-    from .cli import build_parser, check_args
-
-    parser = build_parser()
-    values = vars(parser.parse_args([]))
-    given = vars(args) if isinstance(args, argparse.Namespace) else dict(args)
-    unknown = sorted(set(given) - set(values))
-    if unknown:
-        raise ValueError(f"unknown training argument(s): {', '.join(unknown)}")
-    values.update(given)
-    namespace = argparse.Namespace(**values)
-    check_args(namespace)
-    return namespace
 
 
 class _Distributed:
@@ -92,29 +80,46 @@ class _Distributed:
         return self.rank == 0
 
 
-def _find_start(args: argparse.Namespace, say) -> Optional[str]:
-    """The checkpoint to resume from (None: fresh start); refuses to overwrite a run."""
+def _find_start(args: TrainConfig, say) -> Optional[str]:
+    """The checkpoint to resume from (None: fresh start); refuses to overwrite a run: a fresh
+    start in a folder that holds one, or a checkpoint of another run resumed into it."""
     out = args.output_dir
-    if args.resume:
-        if args.resume != "auto":
-            if not os.path.isfile(args.resume):
-                raise FileNotFoundError(f"--resume {args.resume}: no such checkpoint file")
-            return args.resume
+    existing = run_files(out)
+    names = ", ".join(os.path.basename(p) for p in existing[:3])
+    names += ", ..." if len(existing) > 3 else ""
+    if args.resume == "auto":
         path = latest_checkpoint(out)
         if path is None:
             say(f"--resume auto: no checkpoint in {out}, starting a fresh run")
         return path
-    existing = run_files(out)
+    if args.resume:
+        if not os.path.isfile(args.resume):
+            raise FileNotFoundError(f"--resume {args.resume}: no such checkpoint file")
+        if not same_run(args.resume, out):
+            raise TrainingError(
+                f"--resume {args.resume} is a checkpoint of another run than the one in {out} "
+                f"({names}); resume it into its own folder or into an empty --output_dir "
+                "(nothing was overwritten)")
+        return args.resume
     if existing:
-        names = ", ".join(os.path.basename(p) for p in existing[:3])
         raise TrainingError(
-            f"{out} already holds a run ({names}{', ...' if len(existing) > 3 else ''}); "
-            "pass --resume auto to continue it or choose another --output_dir "
-            "(nothing was overwritten)")
+            f"{out} already holds a run ({names}); pass --resume auto to continue it or "
+            "choose another --output_dir (nothing was overwritten)")
     return None
 
 
-def _datasets(args: argparse.Namespace):
+def _clean_folder(out: str, say) -> None:
+    """Remove what a killed trainer left that no run can use: temporary files of interrupted
+    writes, and a log whose run never saved a checkpoint (a fresh start owns the folder)."""
+    for path in remove_stale_temporaries(out):
+        say(f"removed {path} (left by an interrupted write)")
+    log_path = os.path.join(out, LOG_FILE)
+    if not run_files(out) and os.path.isfile(log_path):
+        os.remove(log_path)
+        say(f"replaced {log_path}: it was left by a run that saved no checkpoint")
+
+
+def _datasets(args: TrainConfig):
     train_split = args.train_split or DEFAULT_TRAIN_SPLITS.get(args.dataset, "train")
     args.data_dir = args.data_dir or default_data_dir(args.dataset)  # recorded as used
     return train_val_datasets(
@@ -124,7 +129,7 @@ def _datasets(args: argparse.Namespace):
         num_classes=args.num_classes, ignore_label=args.ignore_label)
 
 
-def _pretrained_weights(args: argparse.Namespace, resume_path: Optional[str],
+def _pretrained_weights(args: TrainConfig, resume_path: Optional[str],
                         say) -> Optional[str]:
     """The backbone file to start from (None: random, or weights come from a checkpoint)."""
     if resume_path or args.init_checkpoint:
@@ -146,16 +151,26 @@ def _metrics_record(metrics: Dict[str, Any], iteration: int) -> Dict[str, Any]:
     return {"kind": "val", "iteration": iteration, **metrics}
 
 
-def train(args: Union[argparse.Namespace, Dict[str, Any]]) -> Dict[str, Any]:
-    """Train DeepLabV3 as ``args`` (the ``gluon-deeplab-train`` flags) say.
+def train(settings: Union[TrainConfig, Mapping[str, Any]]) -> Dict[str, Any]:
+    """Train DeepLabV3 as ``settings`` say (a :class:`TrainConfig`, or a dict of its fields:
+    the ``gluon-deeplab-train`` flags; unknown names are an error).
 
     Returns ``checkpoint`` (final checkpoint path), ``best_miou``, ``iteration`` and
     ``output_dir`` (plus ``last_loss``). Raises :class:`TrainingError` for a run that cannot
-    start (existing run without --resume) and :class:`TrainingDiverged` on a NaN/inf loss.
+    start (existing run without --resume, a checkpoint of another run, a folder in use by
+    another trainer) and :class:`TrainingDiverged` on a NaN/inf loss or weights.
     """
-    args = _as_namespace(args)
+    args = as_config(settings)
     ctxs = resolve_contexts(args.gpus, args.cpu_devices)  # before anything heavy starts
     dist = _Distributed(args.kvstore)
+    if not dist.chief:  # only the chief writes to the output folder
+        return _train(args, ctxs, dist)
+    os.makedirs(args.output_dir, exist_ok=True)
+    with FolderLock(args.output_dir):
+        return _train(args, ctxs, dist)
+
+
+def _train(args: TrainConfig, ctxs, dist: _Distributed) -> Dict[str, Any]:
     out = args.output_dir
     bar: Optional[tqdm] = None
 
@@ -168,9 +183,7 @@ def train(args: Union[argparse.Namespace, Dict[str, Any]]) -> Dict[str, Any]:
 
     resume_path = _find_start(args, say)
     if dist.chief:
-        os.makedirs(out, exist_ok=True)
-        for path in remove_stale_temporaries(out):
-            say(f"removed {path} (left by an interrupted save)")
+        _clean_folder(out, say)
     pretrained = _pretrained_weights(args, resume_path, say)  # fails early when unavailable
     train_set, val_set = _datasets(args)
     max_iter = args.max_iter
@@ -191,10 +204,12 @@ def train(args: Union[argparse.Namespace, Dict[str, Any]]) -> Dict[str, Any]:
                       aux=args.aux, freeze_bn=freeze_bn,
                       syncbn_devices=len(ctxs) if syncbn else 0, ctx=ctxs)
     start, best_miou, optimizer_states = 0, None, None
+    run_id = uuid.uuid4().hex  # names this run in its log and checkpoints
     if resume_path:
         ckpt = load_checkpoint(resume_path)
         load_model_weights(net, ckpt, resume_path)
         start, best_miou, optimizer_states = ckpt.iteration, ckpt.best_miou, ckpt.optimizer_states
+        run_id = run_id_of(ckpt) or run_id
         say(f"resuming from {resume_path} at iteration {start}")
     elif args.init_checkpoint:
         load_model_weights(net, load_checkpoint(args.init_checkpoint), args.init_checkpoint)
@@ -213,17 +228,31 @@ def train(args: Union[argparse.Namespace, Dict[str, Any]]) -> Dict[str, Any]:
     if dist.chief:
         if resume_path:
             log.truncate_after(start)
-        log.write({"kind": "start", "iteration": start, "max_iter": max_iter,
+        log.write({"kind": "start", "iteration": start, "max_iter": max_iter, RUN_ID: run_id,
                    "contexts": [str(c) for c in ctxs], "workers": dist.num_workers,
-                   "args": vars(args)})
-    run_args = dict(vars(args), max_iter=max_iter)
+                   "args": args.as_dict()})
+    run_args = dict(args.as_dict(), max_iter=max_iter)
+    last_good = resume_path
+
+    def check_weights(iteration: int) -> None:
+        """Stop before diverged weights are validated or saved."""
+        bad = nonfinite_parameters(net)
+        if bad:
+            total = len(net._collect_params_with_prefix())
+            raise TrainingDiverged(
+                f"{len(bad)} of {total} parameter arrays are not finite at iteration "
+                f"{iteration} (e.g. {bad[0]}): training stopped; the diverged weights were not "
+                f"saved (last good checkpoint: {last_good or 'none'}); lower "
+                "--initial_learning_rate and resume")
 
     def save(path: str, iteration: int) -> str:
+        check_weights(iteration)
         return save_checkpoint(path, net, iteration, trainer, run_args, best_miou,
-                               extra={"num_workers": dist.num_workers})
+                               extra={"num_workers": dist.num_workers, RUN_ID: run_id})
 
     def validate(iteration: int) -> None:
         nonlocal best_miou
+        check_weights(iteration)
         metrics, _ = evaluate(net, val_set, ctxs, progress=False)
         log.write(_metrics_record(metrics, iteration))
         improved = best_miou is None or metrics["miou"] > best_miou
@@ -234,7 +263,6 @@ def train(args: Union[argparse.Namespace, Dict[str, Any]]) -> Dict[str, Any]:
             f"pixel acc {metrics['pixel_accuracy']:.4f}"
             f"{' (best)' if improved else f' (best {best_miou:.4f})'}")
 
-    last_good = resume_path
     last_loss = float("nan")
     trained = start < max_iter
     if not trained:
@@ -302,6 +330,7 @@ def train(args: Union[argparse.Namespace, Dict[str, Any]]) -> Dict[str, Any]:
             + (f", best val mIoU {best_miou:.4f}" if best_miou is not None else ""))
     if dist.num_workers > 1:
         # Every worker's weights, to check that the workers stayed in lock step.
+        check_weights(start)
         atomic_write(os.path.join(out, f"final-rank{dist.rank}.params"), net.save_parameters)
     return {"checkpoint": final, "best_miou": best_miou, "iteration": start,
             "output_dir": out, "last_loss": last_loss, "max_iter": max_iter}
