@@ -363,9 +363,11 @@ def model_from_checkpoint(checkpoint: Union[str, Checkpoint], ctx=None,
     config["aux"] = bool(aux and config.get("aux"))
     if output_stride is not None:
         config["output_stride"] = output_stride
-    config.update(recorded_head_settings(ckpt.model_config, output_stride))
-    config.update(overrides)
     try:
+        if output_stride not in (None, 8, 16, 32):
+            raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
+        config.update(recorded_head_settings(ckpt.model_config, output_stride))
+        config.update(overrides)
         net = build_model(**config, freeze_bn=freeze_bn, syncbn_devices=syncbn_devices,
                           fixed_size=fixed_size, ctx=ctx)
     except ValueError as err:
