@@ -340,40 +340,6 @@ def test_help_shows_each_default_once_and_every_flag_is_a_config_field():
         train({"learning_rate": 0.1})
 
 
-def test_training_modules_import_no_module_that_imports_them_back():
-    import ast
-    import pathlib
-
-    package = pathlib.Path(__file__).resolve().parents[1] / "gluon_deeplab"
-    graph = {}
-    for path in package.rglob("*.py"):
-        module = ".".join(path.relative_to(package.parent).with_suffix("").parts)
-        module = module.removesuffix(".__init__")
-        is_package = path.name == "__init__.py"
-        deps = set()
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.level:
-                base = module.split(".")[: len(module.split(".")) - node.level + is_package]
-                target = ".".join(base + ([node.module] if node.module else []))
-                names = [target + "." + a.name for a in node.names]
-                deps.update(n for n in names + [target] if n.startswith("gluon_deeplab"))
-        graph[module] = deps
-
-    def reach(start):
-        seen, todo = set(), [start]
-        while todo:
-            for dep in graph.get(todo.pop(), ()):
-                if dep in graph and dep not in seen:
-                    seen.add(dep)
-                    todo.append(dep)
-        return seen
-
-    training = [m for m in graph if m.startswith("gluon_deeplab.training.")]
-    assert len(training) > 8
-    cycles = [m for m in training if m in reach(m)]
-    assert not cycles, cycles
-
-
 def test_help_explains_every_flag():
     text = build_parser().format_help()
     for flag in ("--aspp_or_vortex", "--gpus", "--batch_size", "--output_stride",
