@@ -108,6 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "(several machines, started by scripts/launch_dist.py)")
     g.add_argument("--syncbn", action="store_true",
                    help="SyncBatchNorm: BN statistics over the whole batch of all devices")
+    g.add_argument("--amp", action="store_true",
+                   help="automatic mixed precision (MXNet AMP): float16 with dynamic loss "
+                        "scaling on GPUs, bfloat16 on CPUs that support it; weights, "
+                        "checkpoints and loss stay fp32")
 
     g = p.add_argument_group("output")
     g.add_argument("--output_dir", default="runs/deeplab",
@@ -174,13 +178,16 @@ def check_args(args: argparse.Namespace) -> None:
 def main(argv: Optional[List[str]] = None) -> int:
     """Parse the flags, train, print where the final checkpoint is."""
     from ..devices import resolve_contexts
+    from .mixed_precision import amp_dtype
     from .trainer import TrainingError, train
 
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         check_args(args)
-        resolve_contexts(args.gpus, args.cpu_devices)
+        ctxs = resolve_contexts(args.gpus, args.cpu_devices)
+        if args.amp:
+            amp_dtype(ctxs)  # a one-line error before anything starts where AMP cannot run
     except ValueError as err:
         parser.error(str(err))
     try:

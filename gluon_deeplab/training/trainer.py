@@ -33,6 +33,7 @@ from .checkpoints import (
     run_files,
 )
 from .loss import SegmentationLoss
+from .mixed_precision import describe_amp, init_amp, init_amp_trainer
 from .monitor import JsonlLog, plot_curves
 from .optim import make_trainer
 from .schedule import poly_lr
@@ -145,6 +146,7 @@ def train(args: Union[argparse.Namespace, Dict[str, Any]]) -> Dict[str, Any]:
     """
     args = _as_namespace(args)
     ctxs = resolve_contexts(args.gpus, args.cpu_devices)  # before anything heavy starts
+    amp_dtype = init_amp(ctxs) if args.amp else None  # before the model is built
     dist = _Distributed(args.kvstore)
     out = args.output_dir
     bar: Optional[tqdm] = None
@@ -157,6 +159,8 @@ def train(args: Union[argparse.Namespace, Dict[str, Any]]) -> Dict[str, Any]:
                 print(message, flush=True)
 
     resume_path = _find_start(args, say)
+    if amp_dtype:
+        say(describe_amp(amp_dtype, ctxs))
     if dist.chief:
         os.makedirs(out, exist_ok=True)
         for path in remove_stale_temporaries(out):
@@ -191,6 +195,8 @@ def train(args: Union[argparse.Namespace, Dict[str, Any]]) -> Dict[str, Any]:
         net.hybridize()
     trainer = make_trainer(net, args.initial_learning_rate, args.weight_decay,
                            args.head_lr_mult, dist.kvstore)
+    if amp_dtype:
+        init_amp_trainer(trainer)
     if optimizer_states:
         restore_trainer_states(trainer, optimizer_states)
     sync_running_stats = RunningStatsSync(
@@ -240,7 +246,8 @@ def train(args: Union[argparse.Namespace, Dict[str, Any]]) -> Dict[str, Any]:
                              args.end_learning_rate)
                 trainer.set_learning_rate(lr)
                 seed_devices(step_seed(args.seed, iteration, dist.rank), ctxs)
-                loss = forward_backward(net, loss_fn, images, labels, ctxs, parallel=syncbn)
+                loss = forward_backward(net, loss_fn, images, labels, ctxs, parallel=syncbn,
+                                        amp_trainer=trainer if amp_dtype else None)
                 if not math.isfinite(loss):
                     raise TrainingDiverged(
                         f"loss is {loss} at iteration {iteration + 1}: training stopped; the "
