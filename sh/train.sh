@@ -36,6 +36,7 @@ VAL_INTERVAL=${VAL_INTERVAL:-2000}
 CHECKPOINT_INTERVAL=${CHECKPOINT_INTERVAL:-1000}
 NUM_WORKERS=${NUM_WORKERS:-4}
 RESUME=${RESUME:-auto}
+AMP=${AMP:-0}                        # 1: mixed precision (float16 on GPUs, bf16 on bf16 CPUs)
 
 set -- --dataset "$DATASET" --data_dir "$DATA_DIR" --val_split "$VAL_SPLIT" \
     --base_architecture "$BACKBONE" --aspp_or_vortex "$HEAD" --crop_size "$CROP_SIZE" \
@@ -43,6 +44,7 @@ set -- --dataset "$DATASET" --data_dir "$DATA_DIR" --val_split "$VAL_SPLIT" \
     --checkpoint_interval "$CHECKPOINT_INTERVAL" --num_workers "$NUM_WORKERS" \
     --resume "$RESUME" "$@"
 if [ -n "$TRAIN_SPLIT" ]; then set -- --train_split "$TRAIN_SPLIT" "$@"; fi
+if [ "$AMP" = "1" ]; then set -- --amp "$@"; fi
 
 PHASE1="$OUTPUT_DIR/phase1_os16"
 PHASE2="$OUTPUT_DIR/phase2_os8"

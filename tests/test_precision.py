@@ -203,3 +203,24 @@ def test_amp_machinery_trains_resumes_and_exports_with_loss_scaling(trained_synt
 def test_amp_bf16_training_loss_falls_resumes_and_exports(trained_synthetic, tmp_path):
     _check_amp_run_resumes_and_exports("", "AMP: bfloat16 on cpu(0)", trained_synthetic,
                                        tmp_path)
+
+
+def test_train_sh_amp_1_trains_with_amp_or_refuses_in_one_line(tmp_path):
+    from gluon_deeplab.data import make_synthetic_dataset
+
+    data_dir = make_synthetic_dataset(str(tmp_path / "data"), num_train=4, num_val=1,
+                                      size=(48, 64), num_classes=3, seed=0)
+    out = tmp_path / "runs"
+    env = dict(os.environ, AMP="1", DATASET="synthetic", DATA_DIR=data_dir,
+               OUTPUT_DIR=str(out), BACKBONE="resnet18_v2", CROP_SIZE="48", MAX_ITER_1="2",
+               MAX_ITER_2="1", BATCH_SIZE_1="2", BATCH_SIZE_2="2", VAL_INTERVAL="0",
+               NUM_WORKERS="0", PYTHON=sys.executable)
+    proc = subprocess.run(["sh", os.path.join(REPO, "sh", "train.sh"), "--progress", "0"],
+                          env=env, capture_output=True, text=True, timeout=240)
+    if BF16.ok:
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert load_checkpoint(str(out / "phase2_os8" / "final.params")).args["amp"]
+    else:
+        assert proc.returncode != 0
+        assert "error: --amp" in proc.stderr.strip().splitlines()[-1]
+        assert not out.exists() or not any(out.rglob("*.params"))
