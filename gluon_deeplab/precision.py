@@ -82,9 +82,11 @@ def bf16_support() -> Bf16Support:
     native = bool(flags & NATIVE_BF16)
     failure = _bf16_probe()
     if failure is not None:
-        missing = "no AVX-512" if not AVX512_CORE <= flags else "no usable bf16 kernel"
-        return Bf16Support(False, False, f"{cpu_name()} has {missing} for oneDNN's bfloat16 "
-                                         f"convolution ({failure})")
+        if flags and not AVX512_CORE <= flags:
+            why = "has no AVX-512, which oneDNN's bfloat16 convolution needs"
+        else:
+            why = f"cannot run a bfloat16 convolution ({failure})"
+        return Bf16Support(False, False, f"{cpu_name()} {why}")
     if native:
         return Bf16Support(True, True, f"{cpu_name()}: native bf16 "
                                        f"({', '.join(sorted(flags & NATIVE_BF16))})")

@@ -224,3 +224,24 @@ def test_train_sh_amp_1_trains_with_amp_or_refuses_in_one_line(tmp_path):
         assert proc.returncode != 0
         assert "error: --amp" in proc.stderr.strip().splitlines()[-1]
         assert not out.exists() or not any(out.rglob("*.params"))
+
+
+def test_bf16_support_is_decided_by_the_probe_and_explained_by_cpu_flags(monkeypatch):
+    bf16_support.cache_clear()
+    try:
+        monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
+        monkeypatch.setattr(precision, "_bf16_probe", lambda: "could not create a primitive")
+        support = bf16_support()
+        assert not support.ok and "has no AVX-512" in support.reason
+        bf16_support.cache_clear()
+        flags = precision.AVX512_CORE | {"avx512_bf16", "amx_bf16"}
+        monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset(flags))
+        monkeypatch.setattr(precision, "_bf16_probe", lambda: None)
+        assert bf16_support() == Bf16Support(True, True, bf16_support().reason)
+        assert "amx_bf16, avx512_bf16" in bf16_support().reason
+        bf16_support.cache_clear()
+        monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset(precision.AVX512_CORE))
+        support = bf16_support()
+        assert support.ok and not support.native and "emulated" in support.reason
+    finally:
+        bf16_support.cache_clear()

@@ -83,8 +83,10 @@ def build_bench_parser() -> argparse.ArgumentParser:
     from .bench import BenchConfig
 
     d = BenchConfig()
-    p = argparse.ArgumentParser(description="Benchmark forward (fp32 / fused / INT8), training "
-                                            "step, data loader and memory against gluoncv.")
+    p = argparse.ArgumentParser(description="Benchmark forward (fp32 / fused / INT8 / bf16), "
+                                            "training step (fp32 / AMP), data loader and "
+                                            "memory against gluoncv; each row in its own "
+                                            "process.")
     p.add_argument("--quick", action="store_true",
                    help="tiny sizes and resnet18_v2: checks that everything runs, in seconds")
     p.add_argument("--parts", nargs="+", choices=d.parts, default=None,
@@ -94,6 +96,8 @@ def build_bench_parser() -> argparse.ArgumentParser:
     p.add_argument("--output_strides", type=int, nargs="+", choices=(8, 16), default=None)
     p.add_argument("--heads", nargs="+", choices=("aspp", "vortex"), default=None)
     p.add_argument("--no_int8", action="store_true", help="skip the INT8 rows")
+    p.add_argument("--no_bf16", action="store_true", help="skip the bf16 forward rows")
+    p.add_argument("--no_amp", action="store_true", help="skip the AMP training rows")
     p.add_argument("--calib_mode", choices=CALIB_MODES, default=None)
     p.add_argument("--quantized_dtype", choices=QUANTIZED_DTYPES, default=None)
     p.add_argument("--repeats", type=int, default=None, help=f"timed runs (default {d.repeats})")
@@ -113,6 +117,10 @@ def bench_main(argv: Optional[List[str]] = None) -> list:
         "repeats", "train_iterations", "loader_workers") if getattr(args, key) is not None}
     if args.no_int8:
         overrides["int8"] = False
+    if args.no_bf16:
+        overrides["bf16"] = False
+    if args.no_amp:
+        overrides["amp"] = False
     config = BenchConfig.quick(**overrides) if args.quick else BenchConfig(**overrides)
     rows = run_benchmark(config, log=lambda msg: print(msg, file=sys.stderr, flush=True))
     print(format_table(rows))
