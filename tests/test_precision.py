@@ -58,21 +58,24 @@ def test_bf16_conversion_of_both_heads_type_checks_with_fp32_in_and_out(head):
     assert np.abs(net(x).asnumpy() - expected).max() == 0  # the fp32 model is untouched
 
 
-def test_amp_init_builds_type_consistent_graphs_for_heads_aux_and_syncbn():
-    _run_python("""
+@pytest.mark.parametrize("dtype, logits", [("bfloat16", "float32"), ("float16", "float16")])
+def test_amp_init_builds_type_consistent_graphs_for_heads_aux_and_syncbn(dtype, logits):
+    """The graphs AMP training runs (bf16 on CPUs, float16 on GPUs) type-check. The loss casts
+    logits to fp32 itself (float16 AMP leaves the resize, and so the logits, in float16)."""
+    _run_python(f"""
 import mxnet as mx
 import numpy as np
 from mxnet.contrib import amp
-amp.init(target_dtype='bfloat16')
+amp.init(target_dtype='{dtype}')
 from gluon_deeplab import build_model
-for kwargs in ({'head': 'aspp', 'aux': True}, {'head': 'vortex', 'aux': True},
-               {'head': 'aspp', 'syncbn_devices': 2}):
+for kwargs in ({{'head': 'aspp', 'aux': True}}, {{'head': 'vortex', 'aux': True}},
+               {{'head': 'aspp', 'syncbn_devices': 2}}):
     net = build_model(3, 'resnet18_v2', **kwargs)
     outs = net(mx.sym.var('data'))
     outs = outs if isinstance(outs, (list, tuple)) else [outs]
     sym = mx.sym.Group(list(outs))
     types = sym.infer_type(data='float32')[1]
-    assert all(t == np.float32 for t in types), (kwargs, types)
+    assert all(t == np.{logits} for t in types), (kwargs, types)
     assert 'amp_cast' in sym.tojson(remove_amp_cast=False), kwargs
 """)
 
