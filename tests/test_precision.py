@@ -143,6 +143,12 @@ def test_bf16_export_agrees_with_fp32_at_three_sizes(trained_synthetic, tmp_path
         assert out.shape == (1, 3, h, w) and out.dtype == np.float32
         same = (out.argmax(axis=1) == fp32(x).argmax(axis=1)).mean().asscalar()
         assert same >= 0.98, (h, w, same)
+    from gluon_deeplab.evaluation.cli import run_eval
+
+    flags = {"data_dir": root, "dataset": "synthetic", "no_progress": True}
+    exported = run_eval({"exported": prefix, **flags})
+    assert exported["precision"] == "bf16"
+    assert abs(exported["miou"] - run_eval({"checkpoint": checkpoint, **flags})["miou"]) < 0.005
 
 
 _AMP_RUN = """
@@ -248,3 +254,16 @@ def test_bf16_support_is_decided_by_the_probe_and_explained_by_cpu_flags(monkeyp
         assert support.ok and not support.native and "emulated" in support.reason
     finally:
         bf16_support.cache_clear()
+
+
+def test_emulated_bf16_is_allowed_with_a_warning(trained_synthetic, tmp_path, monkeypatch):
+    from gluon_deeplab.training.mixed_precision import describe_amp
+
+    monkeypatch.setattr(precision, "bf16_support",
+                        lambda: Bf16Support(True, False, "test CPU: bf16 emulated"))
+    with pytest.warns(UserWarning, match="emulates bfloat16"):
+        export_checkpoint(trained_synthetic[1], str(tmp_path / "bf16"), dtype="bf16")
+    assert read_meta(str(tmp_path / "bf16"))["precision"] == "bf16"
+    line = describe_amp("bfloat16", [mx.cpu()])
+    assert line.startswith("AMP: bfloat16 on cpu(0)") and "likely slower than fp32" in line
+    assert "\n" not in line
