@@ -267,3 +267,5 @@ def test_emulated_bf16_is_allowed_with_a_warning(trained_synthetic, tmp_path, mo
     line = describe_amp("bfloat16", [mx.cpu()])
     assert line.startswith("AMP: bfloat16 on cpu(0)") and "likely slower than fp32" in line
     assert "\n" not in line
+    monkeypatch.setattr(precision, "bf16_support", lambda: NATIVE_BF16)
+    assert describe_amp("bfloat16", [mx.cpu()]) == "AMP: bfloat16 on cpu(0) (weights and loss fp32)"

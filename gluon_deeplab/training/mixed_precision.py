@@ -17,7 +17,8 @@ from typing import Optional, Sequence
 
 import mxnet as mx
 
-from ..precision import PrecisionUnavailable, bf16_support, require_bf16
+from .. import precision
+from ..precision import PrecisionUnavailable, require_bf16
 
 # None: MXNet's own lists of operators run in low precision (tests narrow them).
 TARGET_PRECISION_OPS: Optional[list] = None
@@ -44,7 +45,7 @@ def describe_amp(dtype: str, ctxs: Sequence[mx.Context]) -> str:
     devices = ", ".join(str(c) for c in ctxs)
     if dtype == "float16":
         return f"AMP: float16 with dynamic loss scaling on {devices} (weights and loss fp32)"
-    support = bf16_support()
+    support = precision.bf16_support()
     emulated = "" if support.native else (" - emulated: this CPU has no avx512_bf16/amx_bf16, "
                                           "so AMP is likely slower than fp32 here")
     return f"AMP: bfloat16 on {devices} (weights and loss fp32){emulated}"
