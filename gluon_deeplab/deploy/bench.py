@@ -131,7 +131,13 @@ def run_case(name: str, timeout: float = 1800, **kwargs):
     if not parent.poll(timeout):
         proc.kill()
         raise TimeoutError(f"benchmark case {name} took more than {timeout:.0f} s")
-    status, result, peak = parent.recv()
+    try:
+        status, result, peak = parent.recv()
+    except EOFError:  # the child died without a word (killed, or failed to start)
+        proc.join(10)
+        raise RuntimeError(f"benchmark case {name} ended without a result (exit code "
+                           f"{proc.exitcode}); the calling script needs an "
+                           "'if __name__ == \"__main__\":' guard") from None
     proc.join(10)
     if status != "ok":
         raise RuntimeError(f"benchmark case {name} failed: {result}")
