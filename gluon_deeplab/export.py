@@ -68,6 +68,20 @@ def export_model(net: HybridBlock, prefix: str, overwrite: bool = False,
     return files
 
 
+def export_converted(block: SymbolBlock, prefix: str) -> Tuple[str, str]:
+    """Write a converted graph (e.g. bf16 from :func:`~gluon_deeplab.precision.to_bf16`) with
+    its casts and parameter dtypes as they are, without running it (this CPU may not)."""
+    files = exported_files(prefix)
+    os.makedirs(os.path.dirname(os.path.abspath(prefix)), exist_ok=True)
+    symbol = block._cached_graph[1]
+    symbol.save(files[0], remove_amp_cast=False)
+    args = set(symbol.list_arguments())
+    arrays = {("arg:" if name in args else "aux:") + name: param._reduce()
+              for name, param in block.collect_params().items()}
+    mx.nd.save(files[1], arrays)
+    return files
+
+
 def load_exported(prefix: str, ctx: Optional[mx.Context] = None) -> SymbolBlock:
     """Load an export written by :func:`export_model` (or ``HybridBlock.export``).
 

@@ -40,6 +40,7 @@ VAL_INTERVAL=${VAL_INTERVAL:-2000}
 CHECKPOINT_INTERVAL=${CHECKPOINT_INTERVAL:-1000}
 NUM_WORKERS=${NUM_WORKERS:-4}
 RESUME=${RESUME:-auto}
+AMP=${AMP:-0}                        # 1: mixed precision (float16 on GPUs, bf16 on bf16 CPUs)
 
 set -- --dataset "$DATASET" --data_dir "$DATA_DIR" --val_split "$VAL_SPLIT" \
     --base_architecture "$BACKBONE" --aspp_or_vortex "$HEAD" --crop_size "$CROP_SIZE" \
@@ -49,6 +50,7 @@ set -- --dataset "$DATASET" --data_dir "$DATA_DIR" --val_split "$VAL_SPLIT" \
 if [ -n "$TRAIN_SPLIT" ]; then set -- --train_split "$TRAIN_SPLIT" "$@"; fi
 if [ -n "$VAL_DATASET" ]; then set -- --val_dataset "$VAL_DATASET" "$@"; fi
 if [ -n "$VAL_DATA_DIR" ]; then set -- --val_data_dir "$VAL_DATA_DIR" "$@"; fi
+if [ "$AMP" = "1" ]; then set -- --amp "$@"; fi
 
 PHASE1="$OUTPUT_DIR/phase1_os16"
 PHASE2="$OUTPUT_DIR/phase2_os8"

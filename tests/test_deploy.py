@@ -119,7 +119,8 @@ def test_bench_script_quick_prints_the_table():
     assert result.returncode == 0, result.stderr[-2000:]
     lines = result.stdout.splitlines()
     table = "\n".join(lines[:-1])
-    for row in ("forward fp32", "forward int8", "train iteration", "data loader", "gluoncv"):
+    for row in ("forward fp32", "forward int8", "forward bf16", "train iteration",
+                "train iteration AMP bf16", "data loader", "gluoncv", "process baseline"):
         assert row in table, table
     assert "forward fp32 fused (MKLDNN)" in table, table  # the README's "fused" row
     rows = json.loads(lines[-1])
@@ -127,3 +128,9 @@ def test_bench_script_quick_prints_the_table():
     # --quick runs resnet18_v2: no ratio against gluoncv's resnet50, and the row says why
     versus = [r for r in rows if r["part"] in ("reference", "train") and "gluoncv" not in r["name"]]
     assert versus and all(r["ratio"] is None and "resnet50" in r["note"] for r in versus)
+    bf16_rows = [r for r in rows if "bf16" in r["name"]]
+    assert bf16_rows and all(r["value"] is not None or r["note"].startswith("n/a (")
+                             for r in bf16_rows)
+    # Each row's peak is its own process's: every measured row has one, above the baseline.
+    baseline = rows[0]["peak_mib"]
+    assert all(r["peak_mib"] >= baseline for r in rows if r["value"] is not None)

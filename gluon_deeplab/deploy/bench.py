@@ -1,15 +1,18 @@
-"""Speed benchmark: forward (fp32 plain / fp32 fused / INT8), training step, data loader, memory.
+"""Speed benchmark: forward (fp32 plain / fused / INT8 / bf16), training step (fp32 / AMP),
+data loader, memory.
 
-Everything runs in this process, one case after another, on the CPU; gluoncv's DeepLabV3 is
-timed in the same loops as the reference. Peak memory is the process's peak resident set size
-during a case (Linux: reset through /proc/self/clear_refs before each case), so it includes
-memory MXNet still holds from earlier cases.
+Every row runs in a child process of its own, one after another, on the CPU; gluoncv's
+DeepLabV3 is timed in the same loops as the reference. A row's "peak MiB" is the peak
+resident set size of its child: the process baseline (MXNet imported; its own row) plus what
+the case needed, never memory left behind by an earlier row. Rows that cannot run on this
+CPU (bf16 and AMP where oneDNN has no bf16 kernels) say "n/a (reason)".
 """
 
 from __future__ import annotations
 
 import gc
 import logging
+import multiprocessing as mp
 import os
 import resource
 import tempfile
@@ -35,6 +38,8 @@ class BenchConfig:
     output_strides: Sequence[int] = (16, 8)
     heads: Sequence[str] = ("aspp", "vortex")
     int8: bool = True
+    bf16: bool = True  # bf16 forward rows ("n/a (reason)" where this CPU cannot run bf16)
+    amp: bool = True  # AMP training rows (bf16 on CPU; same)
     calib_mode: str = "naive"
     quantized_dtype: str = "auto"
     train_batch: int = 4
@@ -94,12 +99,49 @@ def peak_memory_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def _measured(fn: Callable[..., float], *args):
-    """``fn(*args)`` and the peak memory while it ran."""
-    gc.collect()
-    _reset_peak_memory()
-    value = fn(*args)
-    return value, peak_memory_mib()
+def _case_in_child(conn, name: str, kwargs: dict) -> None:
+    """Child side of :func:`run_case`: run one case, send back (result, peak MiB) or an error."""
+    try:
+        logging.getLogger().setLevel(logging.WARNING)
+        gc.collect()
+        _reset_peak_memory()
+        result = CASES[name](**kwargs)
+        conn.send(("ok", result, peak_memory_mib()))
+    except BaseException as err:  # reported by the parent as this row's failure
+        lines = str(err).strip().splitlines() or [""]
+        conn.send(("error", f"{type(err).__name__}: {lines[-1]}", None))
+    finally:
+        conn.close()
+
+
+def run_case(name: str, timeout: float = 1800, **kwargs):
+    """Run case ``name`` in a child process of its own; returns (result, peak MiB of the child).
+
+    Children are forked from a server that has imported MXNet and this package and run
+    nothing else, so a row's peak is its own: the baseline (the "process baseline" row)
+    plus what the case needed, never memory left by an earlier case. AMP (``amp.init``)
+    patches MXNet only inside the child.
+    """
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload([__name__])
+    parent, child = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_case_in_child, args=(child, name, kwargs), daemon=True)
+    proc.start()
+    child.close()
+    if not parent.poll(timeout):
+        proc.kill()
+        raise TimeoutError(f"benchmark case {name} took more than {timeout:.0f} s")
+    try:
+        status, result, peak = parent.recv()
+    except EOFError:  # the child died without a word (killed, or failed to start)
+        proc.join(10)
+        raise RuntimeError(f"benchmark case {name} ended without a result (exit code "
+                           f"{proc.exitcode}); the calling script needs an "
+                           "'if __name__ == \"__main__\":' guard") from None
+    proc.join(10)
+    if status != "ok":
+        raise RuntimeError(f"benchmark case {name} failed: {result}")
+    return result, peak
 
 
 def forward_seconds(net: Callable, x: mx.nd.NDArray, repeats: int = 5, warmup: int = 2) -> float:
@@ -167,118 +209,202 @@ class _RandomCalibration:
         return len(self.batches)
 
 
+# -- cases: each runs in a child process of its own (run_case) and returns seconds -------------
+
+def _forward_case(backbone: str, head: str, stride: int, size: int, variant: str,
+                  repeats: int, warmup: int, calib_mode: str = "naive",
+                  quantized_dtype: str = "auto") -> float:
+    """Median forward seconds of one variant: fp32 | fused (MKLDNN) | int8 | bf16."""
+    x = mx.nd.random.normal(shape=(1, 3, size, size))
+    net = build_model(21, backbone, head, stride)
+    if variant == "fused":
+        net.optimize_for(x, backend="MKLDNN", static_alloc=True, static_shape=True)
+    elif variant == "int8":
+        net = quantize_model(net, _RandomCalibration(size), calib_mode=calib_mode,
+                             quantized_dtype=quantized_dtype)
+    elif variant == "bf16":
+        from ..precision import to_bf16
+
+        net.hybridize()
+        net(x)
+        net = to_bf16(net)
+    if variant != "fused":
+        net.hybridize(static_alloc=True, static_shape=True)
+    return forward_seconds(net, x, repeats, warmup)
+
+
+def _reference_forward_case(size: int, repeats: int, warmup: int) -> float:
+    x = mx.nd.random.normal(shape=(1, 3, size, size))
+    net = gluoncv_deeplab(size, size)
+    net.hybridize(static_alloc=True, static_shape=True)
+    return forward_seconds(net, x, repeats, warmup)
+
+
+def _train_loop_case(model: str, backbone: str, batch: int, crop: int, iterations: int
+                     ) -> float:
+    """The same plain SGD loop for ours (OS 16) and gluoncv's DeepLabV3 (OS 8)."""
+    net = gluoncv_deeplab(crop, crop) if model == "gluoncv" else \
+        build_model(21, backbone, "aspp", 16)
+    return train_step_seconds(net, batch, crop, 21, iterations)
+
+
+def _trainer_step_case(backbone: str, batch: int, crop: int, stride: int, iterations: int,
+                       amp: bool) -> float:
+    from ..training import benchmark_training
+
+    return benchmark_training(backbone, batch, crop, stride, iterations, mx.cpu(),
+                              amp=amp)["seconds_per_iter"]
+
+
+def _loader_case(batch: int, workers: int, batches: int, image_size: Sequence[int],
+                 crop: int) -> float:
+    from ..data import benchmark_loader, get_dataset, make_synthetic_dataset
+
+    with tempfile.TemporaryDirectory() as root:
+        make_synthetic_dataset(root, num_train=max(8, batch * 2), num_val=1,
+                               size=tuple(image_size))
+        dataset = get_dataset("synthetic", root, "train", mode="train", crop_size=crop)
+        return benchmark_loader(dataset, batch, workers, batches)
+
+
+def _baseline_case() -> float:
+    return 0.0
+
+
+CASES: Dict[str, Callable[..., float]] = {
+    "forward": _forward_case, "reference_forward": _reference_forward_case,
+    "train_loop": _train_loop_case, "trainer_step": _trainer_step_case,
+    "loader": _loader_case, "baseline": _baseline_case,
+}
+
+
+def _row(part: str, name: str, case: str, unit: str, unavailable: Optional[str] = None,
+         **kwargs) -> BenchRow:
+    """A row measured by ``case`` in its own process; "n/a (reason)" where it cannot run."""
+    if unavailable:
+        return BenchRow(part, name, None, unit, note=f"n/a ({unavailable})")
+    value, peak = run_case(case, **kwargs)
+    return BenchRow(part, name, value, unit, peak_mib=peak)
+
+
+def _ratio(row: BenchRow, reference: BenchRow, of: str, target: str = "",
+           inverse: bool = False) -> BenchRow:
+    if row.value and reference.value:
+        row.ratio = row.value / reference.value if inverse else reference.value / row.value
+        row.ratio_of = of
+    row.target = target
+    return row
+
+
+def _bf16_unavailable() -> Optional[str]:
+    from ..precision import bf16_support
+
+    support = bf16_support()
+    return None if support.ok else support.reason
+
+
 def _forward_rows(config: BenchConfig) -> List[BenchRow]:
     rows: List[BenchRow] = []
-    x = mx.nd.random.normal(shape=(1, 3, config.size, config.size))
-    time_it = lambda net: forward_seconds(net, x, config.repeats, config.warmup)  # noqa: E731
+    no_bf16 = _bf16_unavailable() if config.bf16 else None
     for stride in config.output_strides:
         for head in config.heads:
             tag = f"OS {stride} {head} {config.size}x{config.size}"
-            net = build_model(21, config.backbone, head, stride)
-            net.hybridize(static_alloc=True, static_shape=True)
-            plain, mem = _measured(time_it, net)
-            rows.append(BenchRow("forward", f"forward fp32 {tag}", plain, "s/img", peak_mib=mem))
-            # Speed does not depend on the weights: a second model of the same shape is fused.
-            fused_net = build_model(21, config.backbone, head, stride)
-            fused_net.optimize_for(x, backend="MKLDNN", static_alloc=True, static_shape=True)
-            fused, mem = _measured(time_it, fused_net)
-            rows.append(BenchRow("forward", f"forward fp32 fused (MKLDNN) {tag}", fused, "s/img",
-                                 plain / fused, "fp32 plain / this", peak_mib=mem))
+            common = dict(backbone=config.backbone, head=head, stride=stride, size=config.size,
+                          repeats=config.repeats, warmup=config.warmup)
+            plain = _row("forward", f"forward fp32 {tag}", "forward", "s/img",
+                         variant="fp32", **common)
+            fused = _ratio(_row("forward", f"forward fp32 fused (MKLDNN) {tag}", "forward",
+                                "s/img", variant="fused", **common), plain, "fp32 plain / this")
+            rows += [plain, fused]
             if config.int8:
-                qnet = quantize_model(net, _RandomCalibration(config.size),
-                                      calib_mode=config.calib_mode,
-                                      quantized_dtype=config.quantized_dtype)
-                qnet.hybridize(static_alloc=True, static_shape=True)
-                int8, mem = _measured(time_it, qnet)
-                rows.append(BenchRow("forward", f"forward int8 {tag}", int8, "s/img",
-                                     plain / int8, "fp32 plain / this", ">= 1.8", mem,
-                                     extra={"speedup_vs_fused": fused / int8}))
-                rows[-1].note = f"vs fused {fused / int8:.2f}x"
-                del qnet
-            del net, fused_net
+                int8 = _ratio(_row("forward", f"forward int8 {tag}", "forward", "s/img",
+                                   variant="int8", calib_mode=config.calib_mode,
+                                   quantized_dtype=config.quantized_dtype, **common),
+                              plain, "fp32 plain / this", ">= 1.8")
+                int8.extra = {"speedup_vs_fused": fused.value / int8.value}
+                int8.note = f"vs fused {fused.value / int8.value:.2f}x"
+                rows.append(int8)
+            if config.bf16:
+                bf16 = _ratio(_row("forward", f"forward bf16 {tag}", "forward", "s/img",
+                                   no_bf16, variant="bf16", **common),
+                              plain, "fp32 plain / this", ">= 1.5" if stride == 8 else "")
+                if bf16.value:
+                    bf16.extra = {"speedup_vs_fused": fused.value / bf16.value}
+                    bf16.note = f"vs fused {fused.value / bf16.value:.2f}x"
+                rows.append(bf16)
     return rows
 
 
 REFERENCE_BACKBONE = "resnet50_v2"  # gluoncv's DeepLabV3 runs ResNet-50
 
 
-def _versus_gluoncv(config: BenchConfig, part: str, name: str, value: float, unit: str,
-                    reference: float, peak_mib: float) -> BenchRow:
+def _versus_gluoncv(config: BenchConfig, row: BenchRow, reference: BenchRow) -> BenchRow:
     """Our row beside gluoncv's: a ratio only when the backbones are alike (ResNet-50)."""
     if config.backbone == REFERENCE_BACKBONE:
-        return BenchRow(part, name, value, unit, reference / value, "gluoncv / ours", ">= 1.0",
-                        peak_mib)
-    return BenchRow(part, name, value, unit, peak_mib=peak_mib,
-                    note=f"no ratio: gluoncv runs resnet50, this row {config.backbone}")
+        return _ratio(row, reference, "gluoncv / ours", ">= 1.0")
+    row.note = f"no ratio: gluoncv runs resnet50, this row {config.backbone}"
+    return row
 
 
 def _reference_rows(config: BenchConfig) -> List[BenchRow]:
     size = config.reference_size
-    x = mx.nd.random.normal(shape=(1, 3, size, size))
-    time_it = lambda net: forward_seconds(net, x, config.repeats, config.warmup)  # noqa: E731
-    ours = build_model(21, config.backbone, "aspp", 8)
-    ours.hybridize(static_alloc=True, static_shape=True)
-    ours_s, ours_mem = _measured(time_it, ours)
-    ref = gluoncv_deeplab(size, size)
-    ref.hybridize(static_alloc=True, static_shape=True)
-    ref_s, ref_mem = _measured(time_it, ref)
     tag = f"OS 8 aspp {size}x{size}"
-    return [
-        BenchRow("reference", f"gluoncv DeepLabV3-resnet50 forward fp32 {tag}", ref_s, "s/img",
-                 peak_mib=ref_mem),
-        _versus_gluoncv(config, "reference", f"forward fp32 {config.backbone} {tag} (ours)",
-                        ours_s, "s/img", ref_s, ours_mem),
-    ]
+    ref = _row("reference", f"gluoncv DeepLabV3-resnet50 forward fp32 {tag}",
+               "reference_forward", "s/img", size=size, repeats=config.repeats,
+               warmup=config.warmup)
+    ours = _row("reference", f"forward fp32 {config.backbone} {tag} (ours)", "forward",
+                "s/img", backbone=config.backbone, head="aspp", stride=8, size=size,
+                variant="fp32", repeats=config.repeats, warmup=config.warmup)
+    return [ref, _versus_gluoncv(config, ours, ref)]
 
 
 def _train_rows(config: BenchConfig) -> List[BenchRow]:
     b, crop, n = config.train_batch, config.train_crop, config.train_iterations
-    tag = f"batch {b} crop {crop} OS 16"
-    ours = build_model(21, config.backbone, "aspp", 16)
-    ours_s, ours_mem = _measured(train_step_seconds, ours, b, crop, 21, n)
+    tag = f"batch {b} crop {crop}"
     ref_crop = crop - crop % 8  # gluoncv bakes the size in and needs a multiple of 8
-    ref = gluoncv_deeplab(ref_crop, ref_crop)
-    ref_s, ref_mem = _measured(train_step_seconds, ref, b, ref_crop, 21, n)
-    rows = [
-        BenchRow("train", f"gluoncv train iteration {tag.replace('OS 16', 'OS 8')}", ref_s,
-                 "s/it", peak_mib=ref_mem, note=f"crop {ref_crop}"),
-        _versus_gluoncv(config, "train", f"train iteration {config.backbone} aspp {tag} (ours)",
-                        ours_s, "s/it", ref_s, ours_mem),
-    ]
-    from ..training import benchmark_training
-
-    result, mem = _measured(benchmark_training, config.backbone, b, crop, 16, n, mx.cpu())
-    trainer_s = result["seconds_per_iter"]
-    rows.append(_versus_gluoncv(config, "train", f"train iteration (trainer's loop) "
-                                f"{config.backbone} {tag}", trainer_s, "s/it", ref_s, mem))
+    ref = _row("train", f"gluoncv train iteration {tag} OS 8", "train_loop", "s/it",
+               model="gluoncv", backbone=config.backbone, batch=b, crop=ref_crop, iterations=n)
+    ref.note = f"crop {ref_crop}"
+    ours = _row("train", f"train iteration {config.backbone} aspp {tag} OS 16 (ours)",
+                "train_loop", "s/it", model="ours", backbone=config.backbone, batch=b,
+                crop=crop, iterations=n)
+    rows = [ref, _versus_gluoncv(config, ours, ref)]
+    no_amp = _bf16_unavailable() if config.amp else None  # CPU AMP is bfloat16
+    for stride in config.output_strides:
+        common = dict(backbone=config.backbone, batch=b, crop=crop, stride=stride,
+                      iterations=n)
+        fp32 = _row("train", f"train iteration (trainer's loop) {tag} OS {stride}",
+                    "trainer_step", "s/it", amp=False, **common)
+        rows.append(_versus_gluoncv(config, fp32, ref))
+        if config.amp:
+            amp = _row("train", f"train iteration AMP bf16 (trainer's loop) {tag} OS {stride}",
+                       "trainer_step", "s/it", no_amp, amp=True, **common)
+            rows.append(_ratio(amp, fp32, "fp32 / AMP", "> 1.0"))
     return rows
 
 
 def _loader_rows(config: BenchConfig, train_seconds: Optional[float]) -> List[BenchRow]:
-    from ..data import benchmark_loader, get_dataset, make_synthetic_dataset
-
-    with tempfile.TemporaryDirectory() as root:
-        make_synthetic_dataset(root, num_train=max(8, config.train_batch * 2), num_val=1,
-                               size=tuple(config.loader_image_size))
-        dataset = get_dataset("synthetic", root, "train", mode="train",
-                              crop_size=config.train_crop)
-        ips, mem = _measured(benchmark_loader, dataset, config.train_batch,
-                             config.loader_workers, config.loader_batches)
-    row = BenchRow("loader", f"data loader crop {config.train_crop} batch {config.train_batch} "
-                   f"workers {config.loader_workers}", ips, "img/s", peak_mib=mem,
-                   target=">= 1.0")
+    row = _row("loader", f"data loader crop {config.train_crop} batch {config.train_batch} "
+               f"workers {config.loader_workers}", "loader", "img/s",
+               batch=config.train_batch, workers=config.loader_workers,
+               batches=config.loader_batches, image_size=tuple(config.loader_image_size),
+               crop=config.train_crop)
+    row.target = ">= 1.0"
     if train_seconds:
-        row.ratio = ips / (config.train_batch / train_seconds)
+        row.ratio = row.value / (config.train_batch / train_seconds)
         row.ratio_of = "loader img/s / training img/s"
     return [row]
 
 
 def run_benchmark(config: BenchConfig, log: Optional[Callable[[str], None]] = None
                   ) -> List[BenchRow]:
-    """Run the parts of ``config`` and return the table rows."""
+    """Run the parts of ``config`` and return the table rows (every row in its own process)."""
     logging.getLogger().setLevel(logging.WARNING)
     os.environ.setdefault("MXNET_SUBGRAPH_VERBOSE", "0")
-    rows: List[BenchRow] = []
+    _, baseline = run_case("baseline")
+    rows: List[BenchRow] = [BenchRow("memory", "process baseline (MXNet imported, nothing run)",
+                                     None, "", peak_mib=baseline,
+                                     note="every row's peak MiB includes this")]
     steps = [("forward", _forward_rows), ("reference", _reference_rows),
              ("train", _train_rows)]
     for part, fn in steps:
@@ -288,7 +414,8 @@ def run_benchmark(config: BenchConfig, log: Optional[Callable[[str], None]] = No
             for row in fn(config):
                 rows.append(row)
                 if log:
-                    log(f"  {row.name}: {row.value:.4f} {row.unit}"
+                    value = f"{row.value:.4f} {row.unit}" if row.value is not None else row.note
+                    log(f"  {row.name}: {value}"
                         + (f" (ratio {row.ratio:.2f}, {row.ratio_of})" if row.ratio else ""))
     if "loader" in config.parts:
         train = [r.value for r in rows if r.part == "train" and "(ours)" in r.name]

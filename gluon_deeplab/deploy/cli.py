@@ -7,6 +7,7 @@ import json
 import sys
 from typing import List, Optional
 
+from .exporting import EXPORT_DTYPES
 from .int8 import CALIB_MODES, DEFAULT_EXCLUDE, EXCLUDE_GROUPS, QUANTIZED_DTYPES
 
 
@@ -14,15 +15,19 @@ def build_export_parser() -> argparse.ArgumentParser:
     """Flags of scripts/export.py."""
     p = argparse.ArgumentParser(
         description="Export a gluon-deeplab checkpoint: PREFIX-symbol.json + PREFIX-0000.params "
-                    "(fp32 or INT8), PREFIX-meta.json, optionally PREFIX.onnx.",
+                    "(fp32, bf16 or INT8), PREFIX-meta.json, optionally PREFIX.onnx.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--checkpoint", required=True, help="checkpoint written by the trainer")
     p.add_argument("--output", required=True, help="output prefix, e.g. export/deeplab")
     p.add_argument("--output_stride", type=int, choices=(8, 16), default=None,
                    help="output stride of the exported graph (None: the checkpoint's)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.add_argument("--dtype", choices=EXPORT_DTYPES, default=None,
+                   help="precision of the export: fp32 (default), bf16 (convolutions in "
+                        "bfloat16; needs a CPU with bf16 support, e.g. avx512_bf16 / AMX), "
+                        "int8 (= --int8)")
     q = p.add_argument_group("INT8 (oneDNN post-training quantization)")
-    q.add_argument("--int8", action="store_true", help="export an INT8 model")
+    q.add_argument("--int8", action="store_true", help="export an INT8 model (= --dtype int8)")
     q.add_argument("--calib_data_dir", help="dataset root for calibration images")
     q.add_argument("--calib_dataset", default="voc",
                    help="dataset layout of --calib_data_dir (voc, vocaug, voc_aug, folder, "
@@ -54,11 +59,15 @@ def export_main(argv: Optional[List[str]] = None) -> dict:
     args = parser.parse_args(argv)
     if args.onnx and not args.input_size:
         parser.error("--onnx needs --input_size H W")
-    if args.int8 and not args.calib_data_dir:
-        parser.error("--int8 needs --calib_data_dir (and --calib_dataset) for calibration")
+    if args.int8 and args.dtype not in (None, "int8"):
+        parser.error(f"--int8 and --dtype {args.dtype} disagree; give one")
+    dtype = "int8" if args.int8 else (args.dtype or "fp32")
+    if dtype == "int8" and not args.calib_data_dir:
+        parser.error(f"{'--int8' if args.int8 else '--dtype int8'} needs --calib_data_dir "
+                     "(and --calib_dataset) for calibration")
     try:
         calib = None
-        if args.int8:
+        if dtype == "int8":
             calib = get_dataset(args.calib_dataset, args.calib_data_dir, args.calib_split,
                                 mode="val")
             if args.num_calib_images > len(calib):
@@ -66,7 +75,7 @@ def export_main(argv: Optional[List[str]] = None) -> dict:
                       f"{len(calib)} images; calibrating on all {len(calib)}", file=sys.stderr)
         files = export_checkpoint(
             args.checkpoint, args.output, output_stride=args.output_stride,
-            overwrite=args.overwrite, int8=args.int8, calib_dataset=calib,
+            overwrite=args.overwrite, dtype=dtype, calib_dataset=calib,
             num_calib_images=args.num_calib_images, calib_mode=args.calib_mode,
             quantized_dtype=args.quantized_dtype, calib_size=tuple(args.calib_size),
             exclude=args.exclude, onnx_input_size=tuple(args.input_size) if args.onnx else None)
@@ -81,8 +90,10 @@ def build_bench_parser() -> argparse.ArgumentParser:
     from .bench import BenchConfig
 
     d = BenchConfig()
-    p = argparse.ArgumentParser(description="Benchmark forward (fp32 / fused / INT8), training "
-                                            "step, data loader and memory against gluoncv.")
+    p = argparse.ArgumentParser(description="Benchmark forward (fp32 / fused / INT8 / bf16), "
+                                            "training step (fp32 / AMP), data loader and "
+                                            "memory against gluoncv; each row in its own "
+                                            "process.")
     p.add_argument("--quick", action="store_true",
                    help="tiny sizes and resnet18_v2: checks that everything runs, in seconds")
     p.add_argument("--parts", nargs="+", choices=d.parts, default=None,
@@ -92,6 +103,8 @@ def build_bench_parser() -> argparse.ArgumentParser:
     p.add_argument("--output_strides", type=int, nargs="+", choices=(8, 16), default=None)
     p.add_argument("--heads", nargs="+", choices=("aspp", "vortex"), default=None)
     p.add_argument("--no_int8", action="store_true", help="skip the INT8 rows")
+    p.add_argument("--no_bf16", action="store_true", help="skip the bf16 forward rows")
+    p.add_argument("--no_amp", action="store_true", help="skip the AMP training rows")
     p.add_argument("--calib_mode", choices=CALIB_MODES, default=None)
     p.add_argument("--quantized_dtype", choices=QUANTIZED_DTYPES, default=None)
     p.add_argument("--repeats", type=int, default=None, help=f"timed runs (default {d.repeats})")
@@ -111,6 +124,10 @@ def bench_main(argv: Optional[List[str]] = None) -> list:
         "repeats", "train_iterations", "loader_workers") if getattr(args, key) is not None}
     if args.no_int8:
         overrides["int8"] = False
+    if args.no_bf16:
+        overrides["bf16"] = False
+    if args.no_amp:
+        overrides["amp"] = False
     config = BenchConfig.quick(**overrides) if args.quick else BenchConfig(**overrides)
     rows = run_benchmark(config, log=lambda msg: print(msg, file=sys.stderr, flush=True))
     print(format_table(rows))

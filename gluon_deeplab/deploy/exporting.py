@@ -1,4 +1,4 @@
-"""Export a training checkpoint for deployment: symbol + params (fp32 or INT8), meta file, ONNX.
+"""Export a training checkpoint for deployment: symbol + params (fp32, bf16 or INT8), meta, ONNX.
 
 Every artefact reloads without this package: ``mxnet.gluon.SymbolBlock.imports(PREFIX +
 '-symbol.json', ['data'], PREFIX + '-0000.params')`` (any input size) or an ONNX runtime on
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import mxnet as mx
@@ -16,13 +17,22 @@ import mxnet as mx
 from ..checkpoint import Checkpoint, atomic_write, load_checkpoint, model_from_checkpoint
 from ..data import MEAN, STD, VOC_CLASSES, SegmentationDataset
 from ..data.datasets import read_synthetic_meta
-from ..export import check_prefix, export_model, exported_files, meta_path
+from ..export import (
+    EXPORT_PROBE_SIZE,
+    check_prefix,
+    export_converted,
+    export_model,
+    exported_files,
+    meta_path,
+)
 from ..models import recorded_head_settings
+from ..precision import require_bf16, to_bf16
 from .int8 import DEFAULT_EXCLUDE, calibration_loader, quantize_model
 
 EXPORT_FORMAT = "gluon-deeplab-export/1"
 INPUT_CONVENTION = ("float32 NCHW batch of RGB images scaled to [0, 1], then normalized "
                     "(x - mean) / std per channel; any H x W")
+EXPORT_DTYPES = ("fp32", "bf16", "int8")
 OUTPUT_CONVENTION = "float32 logits N x num_classes x H x W (argmax over axis 1 = class map)"
 
 
@@ -94,6 +104,7 @@ def read_meta(prefix: str) -> Dict[str, Any]:
 
 def export_checkpoint(checkpoint: Union[str, Checkpoint], prefix: str, *,
                       output_stride: Optional[int] = None, overwrite: bool = False,
+                      dtype: str = "fp32", check_bf16: bool = True,
                       int8: bool = False, calib_dataset: Optional[SegmentationDataset] = None,
                       num_calib_images: int = 10, calib_mode: str = "naive",
                       quantized_dtype: str = "auto", calib_size: Tuple[int, int] = (513, 513),
@@ -102,12 +113,26 @@ def export_checkpoint(checkpoint: Union[str, Checkpoint], prefix: str, *,
                       ctx: Optional[mx.Context] = None) -> Dict[str, str]:
     """Rebuild the model of ``checkpoint`` (auxiliary head dropped) and export it under ``prefix``.
 
-    Writes ``PREFIX-symbol.json`` + ``PREFIX-0000.params`` (fp32, or INT8 when ``int8``:
-    calibrated on ``num_calib_images`` of ``calib_dataset``), ``PREFIX-meta.json`` and, with
-    ``onnx_input_size=(H, W)``, ``PREFIX.onnx`` (fp32, fixed size). Nothing is written when any
-    output exists and ``overwrite`` is False. Returns {'symbol', 'params', 'meta'[, 'onnx']}.
+    Writes ``PREFIX-symbol.json`` + ``PREFIX-0000.params`` in ``dtype``: 'fp32'; 'bf16'
+    (convolutions in bfloat16, fp32 input and logits; refused where this CPU cannot run bf16
+    unless ``check_bf16=False``, which exports for another machine unchecked); 'int8'
+    (``int8=True`` is the same): calibrated on ``num_calib_images`` of ``calib_dataset``.
+    Also ``PREFIX-meta.json`` and, with ``onnx_input_size=(H, W)``, ``PREFIX.onnx`` (fp32,
+    fixed size). Nothing is written when any output exists and ``overwrite`` is False.
+    Returns {'symbol', 'params', 'meta'[, 'onnx']}.
     """
     ctx = ctx or mx.cpu()
+    dtype = "int8" if int8 else dtype
+    if dtype not in EXPORT_DTYPES:
+        raise ValueError(f"--dtype must be one of {', '.join(EXPORT_DTYPES)}, got {dtype!r}")
+    int8 = dtype == "int8"
+    if dtype == "bf16" and onnx_input_size:
+        raise ValueError("--onnx exports the fp32 model; run the bf16 and the ONNX export "
+                         "separately")
+    if dtype == "bf16" and check_bf16 and not require_bf16("--dtype bf16").native:
+        warnings.warn("--dtype bf16: this CPU emulates bfloat16 (no avx512_bf16/amx_bf16); "
+                      "the export runs faster than fp32 only on a CPU with native bf16",
+                      stacklevel=2)
     if int8 and onnx_input_size:
         raise ValueError("--onnx exports the fp32 model (MXNet's INT8 operators have no ONNX "
                          "form); run the INT8 and the ONNX export separately")
@@ -133,7 +158,13 @@ def export_checkpoint(checkpoint: Union[str, Checkpoint], prefix: str, *,
         fields = {"precision": "int8", "calib_mode": calib_mode,
                   "quantized_dtype": quantized_dtype, "num_calib_images": len(loader),
                   "calib_size": list(calib_size), "excluded_from_quantization": list(exclude)}
-    export_model(net, prefix, overwrite=True)
+    if dtype == "bf16":
+        net.hybridize()
+        net(mx.nd.zeros((1, 3) + EXPORT_PROBE_SIZE, ctx=ctx))  # the fp32 graph to convert
+        export_converted(to_bf16(net, ctx), prefix)
+        fields = {"precision": "bf16"}
+    else:
+        export_model(net, prefix, overwrite=True)
     if onnx_input_size:
         from .onnx_export import export_onnx
         fixed, _ = model_from_checkpoint(ckpt, ctx=ctx, output_stride=output_stride, aux=False,

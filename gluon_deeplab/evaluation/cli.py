@@ -1,7 +1,8 @@
-"""``scripts/eval.py``: evaluate a checkpoint on a dataset split and report the metrics.
+"""``scripts/eval.py``: evaluate a checkpoint or an exported model on a split; report metrics.
 
 The model is rebuilt from the checkpoint alone (its recorded configuration); only the output
-stride may be overridden (weights do not depend on it).
+stride may be overridden (weights do not depend on it). An export (fp32, bf16 or INT8) is
+evaluated as it was exported.
 """
 
 from __future__ import annotations
@@ -12,12 +13,12 @@ import os
 import time
 from typing import Any, Dict, List, Optional, Sequence, Union
 
-from ..checkpoint import load_checkpoint, model_from_checkpoint
 from ..data import DATASET_NAMES, get_dataset
 from ..devices import resolve_contexts
 from ..paths import check_writable
 from .crf import DenseCRF
 from .inference import FUSIONS, evaluate
+from .loading import load_inference_model
 
 METRIC_NAMES = ("pixel_accuracy", "mean_accuracy", "miou", "fwiou")
 
@@ -72,11 +73,16 @@ def crf_from_args(args: argparse.Namespace) -> Optional[DenseCRF]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        description="Evaluate a gluon-deeplab checkpoint: pixel accuracy, mean accuracy, mIoU, "
-                    "frequency-weighted IoU and per-class IoU over a whole split.")
-    parser.add_argument("--checkpoint", required=True,
+        description="Evaluate a gluon-deeplab checkpoint or exported model: pixel accuracy, "
+                    "mean accuracy, mIoU, frequency-weighted IoU and per-class IoU over a "
+                    "whole split.")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint",
                         help="checkpoint file (.params), or a run folder (its best.params, "
                              "else final.params)")
+    source.add_argument("--exported", metavar="PREFIX",
+                        help="exported model (PREFIX-symbol.json + PREFIX-0000.params; fp32, "
+                             "bf16 or INT8): the mIoU of the model you ship")
     parser.add_argument("--data_dir", required=True, help="dataset root folder")
     parser.add_argument("--dataset", default="voc", choices=DATASET_NAMES,
                         help="dataset layout (default voc: VOC 2012; training defaults to "
@@ -133,28 +139,29 @@ def _check_outputs(args: argparse.Namespace) -> None:
 def run_eval(args: Union[argparse.Namespace, Dict[str, Any]]) -> Dict[str, Any]:
     """Evaluate as the flags say; returns the JSON-ready result (also written to --output)."""
     if isinstance(args, dict):
-        required = ["--checkpoint", str(args["checkpoint"]), "--data_dir", str(args["data_dir"])]
-        args = argparse.Namespace(**{**vars(build_parser().parse_args(required)), **args})
+        required = ["--checkpoint", "-", "--data_dir", str(args["data_dir"])]
+        defaults = {**vars(build_parser().parse_args(required)), "checkpoint": None}
+        args = argparse.Namespace(**{**defaults, **args})
     scales = parse_scales(args.scales)
     _check_counts(args)
     ctxs = resolve_contexts(args.gpus)
     _check_outputs(args)
     crf = crf_from_args(args)
-    ckpt = load_checkpoint(args.checkpoint)
-    model_classes = int(ckpt.model_config["num_classes"])
+    model = load_inference_model(args.checkpoint, args.exported, ctxs, args.output_stride)
+    source = args.checkpoint or args.exported
+    what = f"checkpoint {source}" if args.checkpoint else f"exported model {source}"
+    model_classes = model.num_classes
     if args.num_classes is not None and args.num_classes != model_classes:
-        raise ValueError(f"--num_classes {args.num_classes} disagrees with checkpoint "
-                         f"{args.checkpoint} ({model_classes} classes)")
+        raise ValueError(f"--num_classes {args.num_classes} disagrees with {what} "
+                         f"({model_classes} classes)")
     dataset = get_dataset(args.dataset, args.data_dir, split=args.split, mode="val",
                           num_classes=args.num_classes, ignore_label=args.ignore_label)
     if dataset.num_classes != model_classes:
-        raise ValueError(f"checkpoint {args.checkpoint} predicts {model_classes} classes but "
+        raise ValueError(f"{what} predicts {model_classes} classes but "
                          f"--dataset {args.dataset} at {args.data_dir} has "
-                         f"{dataset.num_classes}; {_dataset_hint(args, ckpt.args)}")
-    net, ckpt = model_from_checkpoint(ckpt, ctx=ctxs, output_stride=args.output_stride)
-    net.hybridize()
+                         f"{dataset.num_classes}; {_dataset_hint(args, model.train_args)}")
     start = time.time()
-    metrics, _ = evaluate(net, dataset, ctxs, scales=scales, flip=args.flip,
+    metrics, _ = evaluate(model.net, dataset, ctxs, scales=scales, flip=args.flip,
                           fusion=args.fusion, crf=crf, progress=not args.no_progress,
                           max_images=args.max_images, save_dir=args.save_predictions,
                           crop_size=args.crop_size, save_probabilities=args.save_probabilities,
@@ -167,11 +174,13 @@ def run_eval(args: Union[argparse.Namespace, Dict[str, Any]]) -> Dict[str, Any]:
         "num_images": num_images,
         "num_pixels": metrics["num_pixels"],
         "seconds": round(time.time() - start, 3),
-        "checkpoint": os.path.abspath(args.checkpoint),
-        "iteration": ckpt.iteration,
+        "checkpoint": os.path.abspath(args.checkpoint) if args.checkpoint else None,
+        "exported": os.path.abspath(args.exported) if args.exported else None,
+        "precision": model.precision,
+        "iteration": model.iteration,
         "dataset": args.dataset, "data_dir": os.path.abspath(args.data_dir),
         "split": args.split,
-        "settings": {"output_stride": net.backbone.output_stride, "scales": scales,
+        "settings": {"output_stride": model.output_stride, "scales": scales,
                      "flip": args.flip, "fusion": args.fusion, "crop_size": args.crop_size,
                      "crf": crf.config() if crf else None, "contexts": [str(c) for c in ctxs]},
     })

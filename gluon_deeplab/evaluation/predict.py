@@ -14,12 +14,10 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import mxnet as mx
 
-from ..checkpoint import model_from_checkpoint
 from ..data import read_image, read_label_png
 from ..data.datasets import IMAGE_EXTS
 from ..data.transforms import normalize
 from ..devices import resolve_contexts
-from ..export import load_exported
 from ..paths import check_writable
 from .cli import (
     add_crf_arguments,
@@ -29,6 +27,7 @@ from .cli import (
 )
 from .colormap import save_mask
 from .inference import predict_probabilities_nd, save_probability_file
+from .loading import load_inference_model
 from .visualize import overlay, panel, save_rgb
 
 OUTPUT_FOLDERS = ("masks", "overlays", "panels")
@@ -96,21 +95,6 @@ def label_paths(images: Sequence[str], label_dir: Optional[str]) -> Dict[str, Op
     return labels
 
 
-def load_predictor(checkpoint: Optional[str], exported: Optional[str],
-                   ctxs: Sequence[mx.Context],
-                   output_stride: Optional[int] = None) -> Callable:
-    """The network of a checkpoint (hybridized) or of an exported symbol/params pair."""
-    if (checkpoint is None) == (exported is None):
-        raise ValueError("give exactly one of --checkpoint and --exported")
-    if exported is not None:
-        if output_stride is not None:
-            raise ValueError("--output_stride applies to --checkpoint only (an export is fixed)")
-        return load_exported(exported, ctx=list(ctxs))
-    net, _ = model_from_checkpoint(checkpoint, ctx=list(ctxs), output_stride=output_stride)
-    net.hybridize()
-    return net
-
-
 def predict_images(net: Callable, images: Sequence[str], output_dir: str,
                    ctxs: Sequence[mx.Context], scales: Sequence[float] = (1.0,),
                    flip: bool = False, fusion: str = "mean", crop_size: Optional[int] = None,
@@ -158,7 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--checkpoint", help="checkpoint file written by the trainer, or a run "
                                              "folder (its best.params, else final.params)")
     source.add_argument("--exported", metavar="PREFIX",
-                        help="exported model (PREFIX-symbol.json + PREFIX-0000.params)")
+                        help="exported model (PREFIX-symbol.json + PREFIX-0000.params; fp32, "
+                             "bf16 or INT8)")
     parser.add_argument("--output_dir", required=True,
                         help="gets masks/, overlays/ and panels/ subfolders")
     parser.add_argument("--label_dir", default=None,
@@ -181,7 +166,7 @@ def run_predict(args: argparse.Namespace) -> List[Dict[str, str]]:
     # Cheap checks first: no model is loaded for a run that would fail on its outputs.
     _check_outputs(images, args.output_dir, args.overwrite, args.save_probabilities)
     label_paths(images, args.label_dir)
-    net = load_predictor(args.checkpoint, args.exported, ctxs, args.output_stride)
+    net = load_inference_model(args.checkpoint, args.exported, ctxs, args.output_stride).net
     return predict_images(net, images, args.output_dir, ctxs, scales=scales, flip=args.flip,
                           fusion=args.fusion, crop_size=args.crop_size,
                           label_dir=args.label_dir, crf=crf,

@@ -91,7 +91,13 @@ class _ParallelBranches(HybridBlock):
             self.dropout = nn.Dropout(dropout) if dropout > 0 else None
 
     def hybrid_forward(self, F, x):
-        out = self.project(F.concat(*[branch(x) for branch in self.branches], dim=1))
+        outs = [branch(x) for branch in self.branches]
+        # Under AMP the image-pooling branch ends in fp32 (mean and broadcast are on AMP's
+        # fp32 lists) while the conv branches are bf16/fp16, and Concat needs one dtype: cast
+        # all to the narrowest. With fp32 branches this is the identity (no parameters), and
+        # exports drop it (``remove_amp_cast``).
+        outs = F.amp_multicast(*outs, num_outputs=len(outs), cast_narrow=True)
+        out = self.project(F.concat(*outs, dim=1))
         return self.dropout(out) if self.dropout is not None else out
 
 

@@ -12,6 +12,7 @@ from typing import List, Optional
 
 from ..devices import resolve_contexts
 from .config import TrainConfig
+from .mixed_precision import amp_dtype
 from .trainer import TrainingError, train
 
 D = TrainConfig()  # the defaults
@@ -135,6 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "(several machines, started by scripts/launch_dist.py)")
     g.add_argument("--syncbn", action="store_true",
                    help="SyncBatchNorm: BN statistics over the whole batch of all devices")
+    g.add_argument("--amp", action="store_true",
+                   help="automatic mixed precision (MXNet AMP): float16 with dynamic loss "
+                        "scaling on GPUs, bfloat16 on CPUs that support it; weights, "
+                        "checkpoints and loss stay fp32")
 
     g = p.add_argument_group("output")
     g.add_argument("--output_dir", default=D.output_dir,
@@ -165,7 +170,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     try:
         config = config_from_args(args)
-        resolve_contexts(config.gpus, config.cpu_devices)
+        ctxs = resolve_contexts(config.gpus, config.cpu_devices)
+        if config.amp:
+            amp_dtype(ctxs)  # a one-line error before anything starts where AMP cannot run
     except ValueError as err:
         parser.error(str(err))
     try:

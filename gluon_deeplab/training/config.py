@@ -59,6 +59,7 @@ class TrainConfig:
     cpu_devices: int = 0
     kvstore: str = "device"
     syncbn: bool = False
+    amp: bool = False
     # output
     output_dir: str = "runs/deeplab"
     resume: Optional[str] = None

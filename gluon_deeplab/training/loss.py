@@ -14,7 +14,11 @@ Outputs = Union[mx.nd.NDArray, Tuple[mx.nd.NDArray, mx.nd.NDArray]]
 
 def pixel_cross_entropy_sum(logits: mx.nd.NDArray, label: mx.nd.NDArray,
                             ignore_label: int = IGNORE_LABEL) -> mx.nd.NDArray:
-    """Sum of -log softmax(logits)[label] over the pixels whose label is not ``ignore_label``."""
+    """Sum of -log softmax(logits)[label] over the pixels whose label is not ``ignore_label``.
+
+    Computed in fp32 whatever the logits' dtype (float16 logits under AMP on GPUs).
+    """
+    logits = logits.astype("float32", copy=False)
     label = label.astype("float32", copy=False)
     valid = label != ignore_label
     target = mx.nd.where(valid, label, mx.nd.zeros_like(label))

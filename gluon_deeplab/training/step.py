@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import warnings
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 import mxnet as mx
 from mxnet import autograd
@@ -36,15 +36,28 @@ def split_batch(data: mx.nd.NDArray, ctxs: Sequence[mx.Context]) -> List[mx.nd.N
 
 def forward_backward(net: mx.gluon.Block, loss_fn: SegmentationLoss, images: mx.nd.NDArray,
                      labels: mx.nd.NDArray, ctxs: Sequence[mx.Context],
-                     parallel: bool = False) -> float:
+                     parallel: bool = False,
+                     amp_trainer: Optional[mx.gluon.Trainer] = None) -> float:
     """Forward and backward of one batch over ``ctxs``; returns the batch loss.
 
     Each device gets a slice; every slice's loss is divided by the labelled-pixel count of
     the whole batch, so the gradients the kvstore adds up are those of the whole-batch loss
     (``trainer.step(1)`` then applies them unscaled). ``parallel`` runs each device in its own
     thread: SyncBatchNorm needs every device inside its forward and backward at once.
+    ``amp_trainer`` (AMP, see mixed_precision.py): the backward pass runs on the loss times
+    that trainer's dynamic loss scale (``amp.scale_loss``); the returned loss is unscaled.
     """
     ctxs = list(ctxs)
+
+    def backward(heads: List[mx.nd.NDArray]) -> None:
+        if amp_trainer is None:
+            autograd.backward(heads)
+            return
+        from mxnet.contrib import amp
+
+        with autograd.record(), amp.scale_loss(heads, amp_trainer) as scaled:
+            autograd.backward(scaled)
+
     normalizer = count_valid_pixels([labels], loss_fn.ignore_label)  # host copy, before splitting
     parts = split_batch(images, ctxs)
     targets = split_batch(labels, ctxs)
@@ -55,7 +68,7 @@ def forward_backward(net: mx.gluon.Block, loss_fn: SegmentationLoss, images: mx.
         try:
             with autograd.record():
                 losses[i] = loss_fn(net(parts[i]), targets[i], normalizer)
-            losses[i].backward()
+            backward([losses[i]])
         except BaseException as err:  # surfaced in the calling thread
             errors.append(err)
 
@@ -78,7 +91,7 @@ def forward_backward(net: mx.gluon.Block, loss_fn: SegmentationLoss, images: mx.
         with autograd.record():
             for i in range(len(parts)):
                 losses[i] = loss_fn(net(parts[i]), targets[i], normalizer)
-        autograd.backward(losses)
+        backward(losses)
     return float(sum(loss.asscalar() for loss in losses))
 
 

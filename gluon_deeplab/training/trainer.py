@@ -39,6 +39,7 @@ from .config import TrainConfig, as_config
 from .errors import TrainingDiverged, TrainingError
 from .lock import FolderLock
 from .loss import SegmentationLoss
+from .mixed_precision import describe_amp, init_amp, init_amp_trainer
 from .monitor import JsonlLog, plot_curves
 from .optim import make_trainer
 from .schedule import poly_lr
@@ -162,15 +163,17 @@ def train(settings: Union[TrainConfig, Mapping[str, Any]]) -> Dict[str, Any]:
     """
     args = as_config(settings)
     ctxs = resolve_contexts(args.gpus, args.cpu_devices)  # before anything heavy starts
+    amp_dtype = init_amp(ctxs) if args.amp else None  # before the model is built
     dist = _Distributed(args.kvstore)
     if not dist.chief:  # only the chief writes to the output folder
-        return _train(args, ctxs, dist)
+        return _train(args, ctxs, dist, amp_dtype)
     os.makedirs(args.output_dir, exist_ok=True)
     with FolderLock(args.output_dir):
-        return _train(args, ctxs, dist)
+        return _train(args, ctxs, dist, amp_dtype)
 
 
-def _train(args: TrainConfig, ctxs, dist: _Distributed) -> Dict[str, Any]:
+def _train(args: TrainConfig, ctxs, dist: _Distributed,
+           amp_dtype: Optional[str]) -> Dict[str, Any]:
     out = args.output_dir
     bar: Optional[tqdm] = None
 
@@ -182,6 +185,8 @@ def _train(args: TrainConfig, ctxs, dist: _Distributed) -> Dict[str, Any]:
                 print(message, flush=True)
 
     resume_path = _find_start(args, say)
+    if amp_dtype:
+        say(describe_amp(amp_dtype, ctxs))
     if dist.chief:
         _clean_folder(out, say)
     pretrained = _pretrained_weights(args, resume_path, say)  # fails early when unavailable
@@ -219,6 +224,8 @@ def _train(args: TrainConfig, ctxs, dist: _Distributed) -> Dict[str, Any]:
         net.hybridize()
     trainer = make_trainer(net, args.initial_learning_rate, args.weight_decay,
                            args.head_lr_mult, dist.kvstore)
+    if amp_dtype:
+        init_amp_trainer(trainer)
     if optimizer_states:
         restore_trainer_states(trainer, optimizer_states, net)
     sync_running_stats = RunningStatsSync(
@@ -281,7 +288,8 @@ def _train(args: TrainConfig, ctxs, dist: _Distributed) -> Dict[str, Any]:
                              args.end_learning_rate)
                 trainer.set_learning_rate(lr)
                 seed_devices(step_seed(args.seed, iteration, dist.rank), ctxs)
-                loss = forward_backward(net, loss_fn, images, labels, ctxs, parallel=syncbn)
+                loss = forward_backward(net, loss_fn, images, labels, ctxs, parallel=syncbn,
+                                        amp_trainer=trainer if amp_dtype else None)
                 if not math.isfinite(loss):
                     raise TrainingDiverged(
                         f"loss is {loss} at iteration {iteration + 1}: training stopped; the "

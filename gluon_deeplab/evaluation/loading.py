@@ -1,0 +1,74 @@
+"""The one way eval and predict load a model: a training checkpoint or an export (fp32/bf16/INT8).
+
+An export is what gets shipped, so evaluating it measures the mIoU users will get.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Optional, Sequence
+
+import mxnet as mx
+
+from ..checkpoint import model_from_checkpoint
+from ..export import exported_files, load_exported
+
+PROBE_SHAPE = (1, 3, 64, 64)
+
+
+@dataclass
+class InferenceModel:
+    """A model ready for inference and what is known about it."""
+
+    net: Callable
+    num_classes: int
+    output_stride: Optional[int]
+    precision: str  # 'fp32' for checkpoints; the export's (fp32 / bf16 / int8)
+    source: str  # checkpoint path or export prefix
+    iteration: Optional[int] = None
+    train_args: Dict[str, Any] = field(default_factory=dict)  # the run's flags, when known
+
+
+def _export_meta(prefix: str) -> dict:
+    from ..deploy.exporting import meta_path, read_meta
+
+    return read_meta(prefix) if os.path.isfile(meta_path(prefix)) else {}
+
+
+def _exported_classes(prefix: str) -> int:
+    """Number of classes of an exported graph, from its output shape."""
+    symbol = mx.sym.load(exported_files(prefix)[0])
+    _, out_shapes, _ = symbol.infer_shape_partial(data=PROBE_SHAPE)
+    return int(out_shapes[0][1])
+
+
+def load_inference_model(checkpoint: Optional[str], exported: Optional[str],
+                         ctxs: Sequence[mx.Context],
+                         output_stride: Optional[int] = None) -> InferenceModel:
+    """The (hybridized) network of a checkpoint, or of an exported ``PREFIX``.
+
+    A bf16 export is refused, in one line, where this CPU cannot run bfloat16.
+    """
+    if (checkpoint is None) == (exported is None):
+        raise ValueError("give exactly one of --checkpoint and --exported")
+    if exported is None:
+        net, ckpt = model_from_checkpoint(checkpoint, ctx=list(ctxs), output_stride=output_stride)
+        net.hybridize()
+        return InferenceModel(net, net.num_classes, net.backbone.output_stride, "fp32",
+                              checkpoint, ckpt.iteration, ckpt.args)
+    if output_stride is not None:
+        raise ValueError("--output_stride applies to --checkpoint only (an export is fixed)")
+    meta = _export_meta(exported)
+    precision = meta.get("precision", "fp32")
+    if precision == "bf16":
+        from ..precision import require_bf16
+
+        require_bf16(f"--exported {exported} (a bf16 model)")
+    net = load_exported(exported, ctx=list(ctxs))
+    num_classes = _exported_classes(exported)
+    if meta and meta.get("num_classes") != num_classes:
+        raise ValueError(f"{exported}: the meta file says {meta.get('num_classes')} classes, "
+                         f"the graph predicts {num_classes}")
+    return InferenceModel(net, num_classes, meta.get("output_stride"), precision, exported,
+                          meta.get("iteration"))
