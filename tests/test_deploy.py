@@ -115,7 +115,7 @@ def test_onnx_export_matches_mxnet_logits_at_fixed_size(trained_checkpoint, tmp_
 def test_bench_script_quick_prints_the_table():
     result = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "bench.py"),
                              "--quick", "--json"], capture_output=True, text=True, cwd=REPO,
-                            timeout=120, env=dict(os.environ, PYTHONPATH=REPO))
+                            timeout=300, env=dict(os.environ, PYTHONPATH=REPO))
     assert result.returncode == 0, result.stderr[-2000:]
     lines = result.stdout.splitlines()
     table = "\n".join(lines[:-1])

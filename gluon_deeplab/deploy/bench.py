@@ -117,13 +117,12 @@ def _case_in_child(conn, name: str, kwargs: dict) -> None:
 def run_case(name: str, timeout: float = 1800, **kwargs):
     """Run case ``name`` in a child process of its own; returns (result, peak MiB of the child).
 
-    Children are forked from a server that has imported MXNet and this package and run
-    nothing else, so a row's peak is its own: the baseline (the "process baseline" row)
-    plus what the case needed, never memory left by an earlier case. AMP (``amp.init``)
-    patches MXNet only inside the child.
+    Each child is a fresh interpreter ('spawn'; MXNet runs single-threaded in a forked
+    child) that imports MXNet and this package and runs the one case, so a row's peak is
+    its own: the baseline (the "process baseline" row) plus what the case needed, never
+    memory left by an earlier case. AMP (``amp.init``) patches MXNet only inside the child.
     """
-    ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload([__name__])
+    ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=_case_in_child, args=(child, name, kwargs), daemon=True)
     proc.start()
