@@ -20,6 +20,7 @@ TRAIN_SPLIT=${TRAIN_SPLIT:-}
 VAL_SPLIT=${VAL_SPLIT:-val}
 BACKBONE=${BACKBONE:-resnet_v2_50}
 HEAD=${HEAD:-1}                      # 1 = ASPP, 2 = Vortex pooling
+DECODER=${DECODER:-0}                # 1 = DeepLabV3+ (decoder on the stride-4 features)
 PRETRAINED=${PRETRAINED:-}           # model zoo ImageNet .params for phase 1
 CROP_SIZE=${CROP_SIZE:-513}
 GPUS=${GPUS:-}                       # e.g. 0,1 (empty: CPU)
@@ -43,6 +44,11 @@ set -- --dataset "$DATASET" --data_dir "$DATA_DIR" --val_split "$VAL_SPLIT" \
     --checkpoint_interval "$CHECKPOINT_INTERVAL" --num_workers "$NUM_WORKERS" \
     --resume "$RESUME" "$@"
 if [ -n "$TRAIN_SPLIT" ]; then set -- --train_split "$TRAIN_SPLIT" "$@"; fi
+case "$DECODER" in
+    1) set -- --decoder "$@" ;;
+    0) ;;
+    *) echo "train.sh: DECODER must be 0 or 1, got '$DECODER'" >&2; exit 2 ;;
+esac
 
 PHASE1="$OUTPUT_DIR/phase1_os16"
 PHASE2="$OUTPUT_DIR/phase2_os8"

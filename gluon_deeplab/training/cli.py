@@ -55,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--init_checkpoint", default=None,
                    help="start from the weights of another run's checkpoint (e.g. phase 2 "
                         "from phase 1's final.params); its iteration and optimizer are not used")
+    g.add_argument("--decoder", action="store_true",
+                   help="DeepLabV3+: add the decoder on the stride-4 stage-1 features")
     g.add_argument("--aux", action="store_true",
                    help="add the auxiliary FCN head on stage 3 (training only)")
     g.add_argument("--aux_weight", type=float, default=None,
