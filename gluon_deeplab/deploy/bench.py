@@ -1,4 +1,5 @@
-"""Speed benchmark: forward (fp32 plain / fp32 fused / INT8), training step, data loader, memory.
+"""Speed benchmark: forward (fp32 plain / fp32 fused / INT8), training step, data loader, memory,
+DeepLabV3 vs V3+ (decoder).
 
 Everything runs in this process, one case after another, on the CPU; gluoncv's DeepLabV3 is
 timed in the same loops as the reference. Peak memory is the process's peak resident set size
@@ -45,7 +46,7 @@ class BenchConfig:
     loader_image_size: Sequence[int] = (375, 500)
     repeats: int = 5
     warmup: int = 2
-    parts: Sequence[str] = ("forward", "reference", "train", "loader")
+    parts: Sequence[str] = ("forward", "reference", "train", "loader", "decoder")
 
     @classmethod
     def quick(cls, **overrides) -> BenchConfig:
@@ -241,6 +242,41 @@ def _train_rows(config: BenchConfig) -> List[BenchRow]:
     return rows
 
 
+def _decoder_rows(config: BenchConfig) -> List[BenchRow]:
+    """DeepLabV3 vs V3+ (decoder): forward fp32 for each output stride and head, and the
+    training step of V3+ at OS 16. The issue's target: V3+ at OS 16 costs at most half of
+    V3 at OS 8 (the ratio is on the V3+ OS 16 rows when OS 8 is benchmarked)."""
+    rows: List[BenchRow] = []
+    x = mx.nd.random.normal(shape=(1, 3, config.size, config.size))
+    time_it = lambda net: forward_seconds(net, x, config.repeats, config.warmup)  # noqa: E731
+    by_case: Dict[tuple, BenchRow] = {}
+    for stride in sorted(config.output_strides, reverse=True):
+        for head in config.heads:
+            for decoder in (False, True):
+                net = build_model(21, config.backbone, head, stride, decoder=decoder)
+                net.hybridize(static_alloc=True, static_shape=True)
+                value, mem = _measured(time_it, net)
+                model = "V3+" if decoder else "V3"
+                row = BenchRow("decoder", f"forward fp32 {model} {config.backbone} OS {stride} "
+                               f"{head} {config.size}x{config.size}", value, "s/img",
+                               peak_mib=mem)
+                rows.append(row)
+                by_case[stride, head, decoder] = row
+                del net
+    for head in config.heads:
+        if (16, head, True) in by_case and (8, head, False) in by_case:
+            row = by_case[16, head, True]
+            row.ratio = row.value / by_case[8, head, False].value
+            row.ratio_of = "this / V3 OS 8"
+            row.target = "<= 0.5"
+    b, crop = config.train_batch, config.train_crop
+    net = build_model(21, config.backbone, config.heads[0], 16, decoder=True)
+    value, mem = _measured(train_step_seconds, net, b, crop, 21, config.train_iterations)
+    rows.append(BenchRow("decoder", f"train iteration V3+ {config.backbone} {config.heads[0]} "
+                         f"batch {b} crop {crop} OS 16", value, "s/it", peak_mib=mem))
+    return rows
+
+
 def _loader_rows(config: BenchConfig, train_seconds: Optional[float]) -> List[BenchRow]:
     from ..data import benchmark_loader, get_dataset, make_synthetic_dataset
 
@@ -280,6 +316,10 @@ def run_benchmark(config: BenchConfig, log: Optional[Callable[[str], None]] = No
     if "loader" in config.parts:
         train = [r.value for r in rows if r.part == "train" and "(ours)" in r.name]
         rows += _loader_rows(config, train[0] if train else None)
+    if "decoder" in config.parts:
+        if log:
+            log("benchmark: decoder ...")
+        rows += _decoder_rows(config)
     return rows
 
 
