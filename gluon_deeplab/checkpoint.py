@@ -24,7 +24,7 @@ from .params import assign_parameters, parameter_arrays
 CHECKPOINT_FORMAT = "gluon-deeplab-checkpoint/1"
 # build_model arguments recorded in every checkpoint.
 MODEL_CONFIG_KEYS = ("num_classes", "backbone", "head", "output_stride", "aux", "multi_grid",
-                     "decoder")
+                     "decoder", "separable")
 _META, _OPTIMIZER, _PARAM = "__meta__", "__optimizer__", "param:"
 
 
@@ -96,6 +96,7 @@ def model_config_of(net: DeepLabV3, **config: Any) -> Dict[str, Any]:
         "aux": net.aux_head is not None,
         "multi_grid": list(backbone.multi_grid) if backbone.multi_grid else None,
         "decoder": net.decoder is not None,
+        "separable": bool(getattr(net.head, "separable", False)),
     }
     derived.update(config)
     return derived

@@ -21,6 +21,7 @@ VAL_SPLIT=${VAL_SPLIT:-val}
 BACKBONE=${BACKBONE:-resnet_v2_50}
 HEAD=${HEAD:-1}                      # 1 = ASPP, 2 = Vortex pooling
 DECODER=${DECODER:-0}                # 1 = DeepLabV3+ (decoder on the stride-4 features)
+SEPARABLE=${SEPARABLE:-0}            # 1 = depthwise-separable 3x3 convs in head and decoder
 PRETRAINED=${PRETRAINED:-}           # model zoo ImageNet .params for phase 1
 CROP_SIZE=${CROP_SIZE:-513}
 GPUS=${GPUS:-}                       # e.g. 0,1 (empty: CPU)
@@ -48,6 +49,11 @@ case "$DECODER" in
     1) set -- --decoder "$@" ;;
     0) ;;
     *) echo "train.sh: DECODER must be 0 or 1, got '$DECODER'" >&2; exit 2 ;;
+esac
+case "$SEPARABLE" in
+    1) set -- --separable "$@" ;;
+    0) ;;
+    *) echo "train.sh: SEPARABLE must be 0 or 1, got '$SEPARABLE'" >&2; exit 2 ;;
 esac
 
 PHASE1="$OUTPUT_DIR/phase1_os16"

@@ -36,13 +36,14 @@ class DeepLabV3PlusDecoder(HybridBlock):
     pixel-exact (:func:`~.upsample.exact_upsample`, factor ``head_stride / 4``).
     ``fixed_size=(H, W)`` (the network's input size) resizes to the constant stride-4 grid
     ceil(H / 4) x ceil(W / 4) instead, for converters (ONNX) that cannot resize "like".
+    ``separable`` makes the 3x3 convs depthwise-separable (see :func:`~.heads.conv_bn_relu`).
     """
 
     def __init__(self, low_level_in_channels: int, head_stride: int,
                  in_channels: int = HEAD_CHANNELS, low_level_channels: int = LOW_LEVEL_CHANNELS,
                  channels: int = DECODER_CHANNELS, num_convs: int = DECODER_CONVS,
                  fixed_size: Optional[Tuple[int, int]] = None, norm_layer=nn.BatchNorm,
-                 norm_kwargs: Optional[dict] = None, **kwargs):
+                 norm_kwargs: Optional[dict] = None, separable: bool = False, **kwargs):
         super().__init__(**kwargs)
         if head_stride % LOW_LEVEL_STRIDE:
             raise ValueError(f"the head's stride must be a multiple of {LOW_LEVEL_STRIDE}, "
@@ -59,7 +60,7 @@ class DeepLabV3PlusDecoder(HybridBlock):
             for i in range(num_convs):
                 self.fuse.add(conv_bn_relu(in_channels + low_level_channels if i == 0
                                            else channels, channels, 3, norm_layer=norm_layer,
-                                           norm_kwargs=norm_kwargs))
+                                           norm_kwargs=norm_kwargs, separable=separable))
 
     def hybrid_forward(self, F, x, low_level):
         low = self.reduce(F.Activation(self.preact(low_level), act_type="relu"))

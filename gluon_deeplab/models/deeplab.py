@@ -103,6 +103,7 @@ def build_model(num_classes: int = 21, backbone: str = "resnet50_v2",
                 multi_grid: Optional[Sequence[int]] = DEFAULT_MULTI_GRID,
                 freeze_bn: bool = False, syncbn_devices: int = 0,
                 fixed_size: Optional[Tuple[int, int]] = None, decoder: bool = False,
+                separable: bool = False,
                 ctx: Union[mx.Context, Sequence[mx.Context], None] = None) -> DeepLabV3:
     """Build an initialized DeepLabV3 (DeepLabV3+ with ``decoder=True``).
 
@@ -110,8 +111,9 @@ def build_model(num_classes: int = 21, backbone: str = "resnet50_v2",
     ImageNet ``.params`` file, loaded strictly. ``freeze_bn`` makes every BatchNorm use its
     running statistics and receive no gradient (phase 2 of the schedule); ``syncbn_devices > 1``
     uses SyncBatchNorm across that many devices. ``decoder`` adds the DeepLabV3+ decoder
-    (:class:`~.decoder.DeepLabV3PlusDecoder`) on the stage-1 features. Parameters do not depend
-    on the output stride.
+    (:class:`~.decoder.DeepLabV3PlusDecoder`) on the stage-1 features; ``separable`` makes the
+    3x3 convs of the head and the decoder depthwise-separable. Parameters do not depend on the
+    output stride.
     """
     if num_classes < 1:
         raise ValueError(f"num_classes must be at least 1, got {num_classes}")
@@ -130,12 +132,14 @@ def build_model(num_classes: int = 21, backbone: str = "resnet50_v2",
                               norm_layer, norm_kwargs)
     norms = {"norm_layer": norm_layer, "norm_kwargs": norm_kwargs}
     if head == "aspp":
-        head_block = ASPP(features.out_channels, ASPP_RATES[output_stride], **norms)
+        head_block = ASPP(features.out_channels, ASPP_RATES[output_stride], separable=separable,
+                          **norms)
     else:
-        head_block = VortexPooling(features.out_channels, **norms)
+        head_block = VortexPooling(features.out_channels, separable=separable, **norms)
     aux_head = FCNHead(features.stage3_channels, num_classes, **norms) if aux else None
     decoder_block = (DeepLabV3PlusDecoder(features.stage1_channels, output_stride,
-                                          fixed_size=fixed_size, **norms)
+                                          fixed_size=fixed_size, separable=separable,
+                                          **norms)
                      if decoder else None)
     net = DeepLabV3(features, head_block, num_classes, aux_head, fixed_size, decoder_block)
     # The backbone is initialized (maybe pretrained) already; initialize only the rest.

@@ -176,6 +176,7 @@ def train(args: Union[argparse.Namespace, Dict[str, Any]]) -> Dict[str, Any]:
     net = build_model(num_classes, args.base_architecture, args.aspp_or_vortex,
                       args.output_stride, pretrained_backbone=args.pre_trained_model,
                       aux=args.aux, freeze_bn=freeze_bn, decoder=args.decoder,
+                      separable=args.separable,
                       syncbn_devices=len(ctxs) if syncbn else 0, ctx=ctxs)
     start, best_miou, optimizer_states = 0, None, None
     if resume_path:
