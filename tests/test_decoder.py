@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 
 import mxnet as mx
 import numpy as np
@@ -150,3 +151,40 @@ def test_onnx_export_of_v3plus_matches_mxnet(v3plus_run, tmp_path):
     got = onnx_logits(files["onnx"], x.asnumpy())
     assert got.shape == expected.shape
     assert np.abs(got - expected).max() < 1e-3 * max(1.0, np.abs(expected).max())
+
+
+def test_separable_model_uses_depthwise_then_pointwise_convs_and_checkpoints_say_so(tmp_path):
+    net = build_model(NUM_CLASSES, "resnet18_v2", "vortex", 16, decoder=True, separable=True)
+    plain = build_model(NUM_CLASSES, "resnet18_v2", "vortex", 16, decoder=True)
+    depthwise, pointwise = net.decoder.fuse[0][0], net.decoder.fuse[0][3]
+    assert depthwise._kwargs["num_group"] == depthwise._in_channels == 256 + 48
+    assert depthwise._kwargs["kernel"] == (3, 3) and pointwise._kwargs["kernel"] == (1, 1)
+    assert net.head.branches[2].conv[0]._kwargs["num_group"] == 512  # Vortex k = 3 branch
+
+    def count(model):
+        return sum(p.data().size for p in model.collect_params().values())
+    assert count(net) < count(plain)
+    net.hybridize()
+    for h, w in [(33, 47), (20, 9)]:
+        assert net(mx.nd.zeros((1, 3, h, w))).shape == (1, NUM_CLASSES, h, w)
+    path = save_checkpoint(str(tmp_path / "sep.params"), net)
+    assert load_checkpoint(path).model_config["separable"] is True
+    rebuilt, _ = model_from_checkpoint(path)
+    assert rebuilt.decoder.fuse[0][0]._kwargs["num_group"] == 256 + 48
+
+
+def test_train_sh_passes_decoder_and_separable_to_both_phases(tmp_path):
+    fake = tmp_path / "python"
+    fake.write_text('#!/bin/sh\necho "ARGS $*"\n')
+    fake.chmod(0o755)
+    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "sh",
+                          "train.sh")
+    env = dict(os.environ, PYTHON=str(fake), DECODER="1", SEPARABLE="1",
+               OUTPUT_DIR=str(tmp_path / "runs"))
+    proc = subprocess.run(["sh", script], env=env, capture_output=True, text=True, timeout=30)
+    calls = [line for line in proc.stdout.splitlines() if line.startswith("ARGS")]
+    assert proc.returncode == 0 and len(calls) == 2, proc.stdout + proc.stderr
+    assert all("--decoder" in c.split() and "--separable" in c.split() for c in calls)
+    env["DECODER"] = "yes"
+    proc = subprocess.run(["sh", script], env=env, capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2 and "DECODER must be 0 or 1" in proc.stderr
