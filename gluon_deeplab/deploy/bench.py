@@ -309,7 +309,7 @@ def run_benchmark(config: BenchConfig, log: Optional[Callable[[str], None]] = No
     os.environ.setdefault("MXNET_SUBGRAPH_VERBOSE", "0")
     rows: List[BenchRow] = []
     steps = [("forward", _forward_rows), ("reference", _reference_rows),
-             ("train", _train_rows)]
+             ("train", _train_rows), ("decoder", _decoder_rows)]
     for part, fn in steps:
         if part in config.parts:
             if log:
@@ -322,10 +322,6 @@ def run_benchmark(config: BenchConfig, log: Optional[Callable[[str], None]] = No
     if "loader" in config.parts:
         train = [r.value for r in rows if r.part == "train" and "(ours)" in r.name]
         rows += _loader_rows(config, train[0] if train else None)
-    if "decoder" in config.parts:
-        if log:
-            log("benchmark: decoder ...")
-        rows += _decoder_rows(config)
     return rows
 
 
