@@ -188,3 +188,20 @@ def test_train_sh_passes_decoder_and_separable_to_both_phases(tmp_path):
     env["DECODER"] = "yes"
     proc = subprocess.run(["sh", script], env=env, capture_output=True, text=True, timeout=30)
     assert proc.returncode == 2 and "DECODER must be 0 or 1" in proc.stderr
+
+
+def test_bench_decoder_part_times_v3_and_v3plus_and_the_ratio_to_os8():
+    from gluon_deeplab.deploy.bench import BenchConfig, run_benchmark
+
+    config = BenchConfig.quick(parts=("decoder",), size=33, output_strides=(16, 8),
+                               train_crop=33, warmup=0)
+    rows = run_benchmark(config)
+    names = [r.name for r in rows]
+    for model in ("V3", "V3+", "V3+ separable"):
+        for stride in (16, 8):
+            assert f"forward fp32 {model} resnet18_v2 OS {stride} aspp 33x33" in names, names
+    plus16 = next(r for r in rows if r.name.startswith("forward fp32 V3+ resnet18_v2 OS 16"))
+    v3_8 = next(r for r in rows if r.name.startswith("forward fp32 V3 resnet18_v2 OS 8"))
+    assert plus16.ratio == pytest.approx(plus16.value / v3_8.value) and plus16.target == "<= 0.5"
+    assert any(n.startswith("train iteration V3+ resnet18_v2 aspp") for n in names)
+    assert all(r.value > 0 for r in rows)
