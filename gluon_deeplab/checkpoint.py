@@ -32,7 +32,7 @@ from .params import assign_parameters, parameter_arrays
 CHECKPOINT_FORMAT = "gluon-deeplab-checkpoint/1"
 # build_model arguments recorded in every checkpoint.
 MODEL_CONFIG_KEYS = ("num_classes", "backbone", "head", "output_stride", "aux", "multi_grid",
-                     "aspp_rates", "vortex_kernels")
+                     "aspp_rates", "vortex_kernels", "decoder", "separable")
 _META, _OPTIMIZER, _PARAM = "__meta__", "__optimizer__", "param:"
 _OPT_ARRAY = "optimizer:"  # optimizer:<structural name>[#k] (k: element of a tuple state)
 OPTIMIZER_STATE_FORMAT = "named-arrays/1"
@@ -234,6 +234,8 @@ def model_config_of(net: DeepLabV3, **config: Any) -> Dict[str, Any]:
         # The head's settings, so that a rebuild is what was trained (None: the other head).
         "aspp_rates": list(getattr(net.head, "rates", ())) or None,
         "vortex_kernels": list(getattr(net.head, "kernels", ())) or None,
+        "decoder": net.decoder is not None,
+        "separable": bool(getattr(net.head, "separable", False)),
     }
     derived.update(config)
     return derived

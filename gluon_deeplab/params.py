@@ -27,8 +27,12 @@ def assign_parameters(block: Block, arrays: Dict[str, mx.nd.NDArray], source: st
     missing = sorted(set(params) - set(arrays))
     extra = sorted(set(arrays) - set(params) - set(ignore))
     if missing or extra:
-        raise ValueError(f"{source} does not match the model: missing {_names(missing)}; "
-                         f"unexpected {_names(extra)}")
+        # A model can say why (e.g. DeepLabV3.explain_mismatch: trained without --decoder).
+        explain = getattr(block, "explain_mismatch", None)
+        reason = explain(missing, extra) if explain else None
+        raise ValueError(f"{source} does not match the model"
+                         + (f" ({reason})" if reason else "")
+                         + f": missing {_names(missing)}; unexpected {_names(extra)}")
     for name, param in params.items():
         if tuple(param.shape) != arrays[name].shape:
             raise ValueError(f"{source}: array {name} has shape {arrays[name].shape}, the model "

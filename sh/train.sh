@@ -25,6 +25,8 @@ HEAD=${HEAD:-1}                      # 1 = ASPP, 2 = Vortex pooling
 # Phase 1's backbone: imagenet (MXNet's model store, downloaded when missing), none, or a
 # .params file; the default is imagenet, none for the generated synthetic set.
 if [ "$DATASET" = synthetic ]; then PRETRAINED=${PRETRAINED:-none}; else PRETRAINED=${PRETRAINED:-imagenet}; fi
+DECODER=${DECODER:-0}                # 1 = DeepLabV3+ (decoder on the stride-4 features)
+SEPARABLE=${SEPARABLE:-0}            # 1 = depthwise-separable 3x3 convs in head and decoder
 CROP_SIZE=${CROP_SIZE:-513}
 GPUS=${GPUS:-}                       # e.g. 0,1 (empty: CPU)
 OUTPUT_DIR=${OUTPUT_DIR:-runs/deeplabv3}
@@ -51,6 +53,16 @@ if [ -n "$TRAIN_SPLIT" ]; then set -- --train_split "$TRAIN_SPLIT" "$@"; fi
 if [ -n "$VAL_DATASET" ]; then set -- --val_dataset "$VAL_DATASET" "$@"; fi
 if [ -n "$VAL_DATA_DIR" ]; then set -- --val_data_dir "$VAL_DATA_DIR" "$@"; fi
 if [ "$AMP" = "1" ]; then set -- --amp "$@"; fi
+case "$DECODER" in
+    1) set -- --decoder "$@" ;;
+    0) ;;
+    *) echo "train.sh: DECODER must be 0 or 1, got '$DECODER'" >&2; exit 2 ;;
+esac
+case "$SEPARABLE" in
+    1) set -- --separable "$@" ;;
+    0) ;;
+    *) echo "train.sh: SEPARABLE must be 0 or 1, got '$SEPARABLE'" >&2; exit 2 ;;
+esac
 
 PHASE1="$OUTPUT_DIR/phase1_os16"
 PHASE2="$OUTPUT_DIR/phase2_os8"

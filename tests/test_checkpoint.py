@@ -38,7 +38,8 @@ def test_checkpoint_round_trip_rebuilds_model_and_optimizer(tmp_path):
     assert ckpt.iteration == 7 and ckpt.args == {"lr": 0.1} and ckpt.best_miou == 0.5
     assert ckpt.model_config == {"num_classes": 4, "backbone": "resnet18_v2", "head": "vortex",
                                  "output_stride": 16, "aux": True, "multi_grid": [1, 2, 4],
-                                 "aspp_rates": None, "vortex_kernels": [3, 9, 27]}
+                                 "aspp_rates": None, "vortex_kernels": [3, 9, 27],
+                                 "decoder": False, "separable": False}
 
     rebuilt, _ = model_from_checkpoint(path, aux=True)
     x = mx.nd.random.uniform(shape=(1, 3, 40, 40))

@@ -15,7 +15,7 @@ from mxnet.gluon import nn
 from gluon_deeplab.checkpoint import model_from_checkpoint
 from gluon_deeplab.data import get_dataset
 from gluon_deeplab.evaluation import evaluate, predict_probabilities
-from gluon_deeplab.models import DeepLabV3, padded_size
+from gluon_deeplab.models import DeepLabV3, DeepLabV3PlusDecoder, padded_size
 
 SIZES = [(513, 513), (112, 144), (500, 375), (333, 97), (512, 512), (17, 40), (8, 9)]
 
@@ -28,12 +28,19 @@ class SamplingBackbone(nn.HybridBlock):
         super().__init__(**kwargs)
         self.output_stride = stride
 
-    def stages(self, x):
+    @staticmethod
+    def _sample(x, stride: int):
         sampled = mx.sym.Pooling if isinstance(x, mx.sym.Symbol) else mx.nd.Pooling
-        cells = sampled(x, kernel=(1, 1), stride=(self.output_stride,) * 2, pool_type="max",
+        cells = sampled(x, kernel=(1, 1), stride=(stride, stride), pool_type="max",
                         pooling_convention="valid")
-        feats = cells.slice_axis(axis=1, begin=0, end=1).tile(reps=(1, 256, 1, 1))
+        return cells.slice_axis(axis=1, begin=0, end=1).tile(reps=(1, 256, 1, 1))
+
+    def stages(self, x):
+        feats = self._sample(x, self.output_stride)
         return feats, feats
+
+    def stages_with_low_level(self, x):
+        return (self._sample(x, 4),) + self.stages(x)
 
 
 class Identity(nn.HybridBlock):
@@ -45,6 +52,28 @@ def probe_net(stride: int, fixed_size=None) -> DeepLabV3:
     """A DeepLabV3 whose logits (every class) are the sampled input, upsampled."""
     net = DeepLabV3(SamplingBackbone(stride), Identity(), num_classes=2, fixed_size=fixed_size)
     net.classifier.initialize(mx.init.Zero())
+    weight = np.zeros((2, 256, 1, 1), dtype=np.float32)
+    weight[:, 0] = 1.0
+    net.classifier.weight.set_data(mx.nd.array(weight))
+    return net
+
+
+def probe_plus_net(stride: int, fixed_size=None) -> DeepLabV3:
+    """:func:`probe_net` with a V3+ decoder that passes the head's channel 0 through: the
+    low-level branch is zeroed, each 3x3 conv copies channel 0 (centre tap), BN is identity.
+    Its logits are the sampled input upsampled twice (stride S -> 4 -> 1), which is the same
+    piecewise-linear function as upsampling once: S -> 1."""
+    decoder = DeepLabV3PlusDecoder(256, stride, fixed_size=fixed_size)
+    net = DeepLabV3(SamplingBackbone(stride), Identity(), num_classes=2, fixed_size=fixed_size,
+                    decoder=decoder)
+    net.collect_params().initialize(mx.init.Zero())
+    for name, param in decoder._collect_params_with_prefix().items():
+        if name.endswith(("gamma", "running_var")):
+            param.set_data(mx.nd.ones(param.shape) - (1e-5 if "running_var" in name else 0))
+    for conv in (decoder.fuse[0][0], decoder.fuse[1][0]):
+        weight = np.zeros(conv.weight.shape, dtype=np.float32)
+        weight[0, 0, 1, 1] = 1.0
+        conv.weight.set_data(mx.nd.array(weight))
     weight = np.zeros((2, 256, 1, 1), dtype=np.float32)
     weight[:, 0] = 1.0
     net.classifier.weight.set_data(mx.nd.array(weight))
@@ -94,6 +123,30 @@ def test_fixed_size_graph_for_onnx_upsamples_like_the_any_size_graph(size):
     image = _image(h, w, 16)
     x = mx.nd.array(np.broadcast_to(image, (1, 3, h, w)))
     fixed = probe_net(16, fixed_size=size)(x)[0, 0].asnumpy()
+    np.testing.assert_allclose(fixed, exact_answer(image, 16), atol=1e-5)
+
+
+@pytest.mark.parametrize("stride", [16, 8])
+@pytest.mark.parametrize("hybridize", [False, True])
+def test_v3plus_decoder_path_puts_feature_j_on_pixel_stride_times_j(stride, hybridize):
+    net = probe_plus_net(stride)
+    if hybridize:
+        net.hybridize()
+    for h, w in SIZES:
+        image = _image(h, w, stride)
+        x = mx.nd.array(np.broadcast_to(image, (1, 3, h, w)))
+        logits = net(x)[0, 0].asnumpy()
+        assert logits.shape == (h, w)
+        np.testing.assert_allclose(logits, exact_answer(image, stride), atol=1e-5,
+                                   err_msg=f"{h}x{w}")
+
+
+@pytest.mark.parametrize("size", [(112, 144), (513, 513), (40, 17)])
+def test_v3plus_fixed_size_graph_upsamples_like_the_any_size_graph(size):
+    h, w = size
+    image = _image(h, w, 16)
+    x = mx.nd.array(np.broadcast_to(image, (1, 3, h, w)))
+    fixed = probe_plus_net(16, fixed_size=size)(x)[0, 0].asnumpy()
     np.testing.assert_allclose(fixed, exact_answer(image, 16), atol=1e-5)
 
 

@@ -1,5 +1,5 @@
 """Speed benchmark: forward (fp32 plain / fused / INT8 / bf16), training step (fp32 / AMP),
-data loader, memory.
+data loader, memory, DeepLabV3 vs V3+ (decoder).
 
 Every row runs in a child process of its own, one after another, on the CPU; gluoncv's
 DeepLabV3 is timed in the same loops as the reference. A row's "peak MiB" is the peak
@@ -50,7 +50,7 @@ class BenchConfig:
     loader_image_size: Sequence[int] = (375, 500)
     repeats: int = 5
     warmup: int = 2
-    parts: Sequence[str] = ("forward", "reference", "train", "loader")
+    parts: Sequence[str] = ("forward", "reference", "train", "loader", "decoder")
 
     @classmethod
     def quick(cls, **overrides) -> BenchConfig:
@@ -212,10 +212,11 @@ class _RandomCalibration:
 
 def _forward_case(backbone: str, head: str, stride: int, size: int, variant: str,
                   repeats: int, warmup: int, calib_mode: str = "naive",
-                  quantized_dtype: str = "auto") -> float:
+                  quantized_dtype: str = "auto", decoder: bool = False,
+                  separable: bool = False) -> float:
     """Median forward seconds of one variant: fp32 | fused (MKLDNN) | int8 | bf16."""
     x = mx.nd.random.normal(shape=(1, 3, size, size))
-    net = build_model(21, backbone, head, stride)
+    net = build_model(21, backbone, head, stride, decoder=decoder, separable=separable)
     if variant == "fused":
         net.optimize_for(x, backend="MKLDNN", static_alloc=True, static_shape=True)
     elif variant == "int8":
@@ -239,11 +240,12 @@ def _reference_forward_case(size: int, repeats: int, warmup: int) -> float:
     return forward_seconds(net, x, repeats, warmup)
 
 
-def _train_loop_case(model: str, backbone: str, batch: int, crop: int, iterations: int
+def _train_loop_case(model: str, backbone: str, batch: int, crop: int, iterations: int,
+                     head: str = "aspp", decoder: bool = False, separable: bool = False
                      ) -> float:
     """The same plain SGD loop for ours (OS 16) and gluoncv's DeepLabV3 (OS 8)."""
     net = gluoncv_deeplab(crop, crop) if model == "gluoncv" else \
-        build_model(21, backbone, "aspp", 16)
+        build_model(21, backbone, head, 16, decoder=decoder, separable=separable)
     return train_step_seconds(net, batch, crop, 21, iterations)
 
 
@@ -382,6 +384,40 @@ def _train_rows(config: BenchConfig) -> List[BenchRow]:
     return rows
 
 
+# (name, decoder, separable 3x3 convs in head and decoder)
+DECODER_VARIANTS = (("V3", False, False), ("V3+", True, False), ("V3+ separable", True, True))
+
+
+def _decoder_rows(config: BenchConfig) -> List[BenchRow]:
+    """DeepLabV3 vs V3+ (decoder; also with separable convs): forward fp32 for each output
+    stride and head, and the training step of V3+ at OS 16. The issue's target: V3+ at OS 16
+    costs at most half of V3 at OS 8 (ratio on the OS 16 rows when OS 8 is benchmarked)."""
+    rows: List[BenchRow] = []
+    by_case: Dict[tuple, BenchRow] = {}
+    for stride in sorted(config.output_strides, reverse=True):
+        for head in config.heads:
+            for model, decoder, separable in DECODER_VARIANTS:
+                row = _row("decoder", f"forward fp32 {model} {config.backbone} OS {stride} "
+                           f"{head} {config.size}x{config.size}", "forward", "s/img",
+                           backbone=config.backbone, head=head, stride=stride,
+                           size=config.size, variant="fp32", repeats=config.repeats,
+                           warmup=config.warmup, decoder=decoder, separable=separable)
+                rows.append(row)
+                by_case[stride, head, model] = row
+    for (stride, head, model), row in by_case.items():
+        if stride == 16 and model != "V3" and (8, head, "V3") in by_case:
+            _ratio(row, by_case[8, head, "V3"], "this / V3 OS 8",
+                   "<= 0.5" if model == "V3+" else "", inverse=True)
+    b, crop = config.train_batch, config.train_crop
+    for model, decoder, separable in DECODER_VARIANTS[1:]:
+        rows.append(_row("decoder", f"train iteration {model} {config.backbone} "
+                         f"{config.heads[0]} batch {b} crop {crop} OS 16", "train_loop", "s/it",
+                         model="ours", backbone=config.backbone, batch=b, crop=crop,
+                         iterations=config.train_iterations, head=config.heads[0],
+                         decoder=decoder, separable=separable))
+    return rows
+
+
 def _loader_rows(config: BenchConfig, train_seconds: Optional[float]) -> List[BenchRow]:
     row = _row("loader", f"data loader crop {config.train_crop} batch {config.train_batch} "
                f"workers {config.loader_workers}", "loader", "img/s",
@@ -405,7 +441,7 @@ def run_benchmark(config: BenchConfig, log: Optional[Callable[[str], None]] = No
                                      None, "", peak_mib=baseline,
                                      note="every row's peak MiB includes this")]
     steps = [("forward", _forward_rows), ("reference", _reference_rows),
-             ("train", _train_rows)]
+             ("train", _train_rows), ("decoder", _decoder_rows)]
     for part, fn in steps:
         if part in config.parts:
             if log:

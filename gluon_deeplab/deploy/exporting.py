@@ -78,6 +78,8 @@ def write_meta(prefix: str, ckpt: Checkpoint, output_stride: int,
         "head": config.get("head"),
         "head_settings": {k: list(v) for k, v in
                           recorded_head_settings(config, output_stride).items()},
+        "decoder": bool(config.get("decoder", False)),
+        "separable": bool(config.get("separable", False)),
         "output_stride": output_stride,
         "iteration": ckpt.iteration,
         "best_miou": ckpt.best_miou,

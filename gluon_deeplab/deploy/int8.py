@@ -83,8 +83,10 @@ def excluded_layer_names(net: HybridBlock, groups: Sequence[str]) -> List[str]:
     if "classifier" in groups:
         names.append(net.classifier.name + "_fwd")
     prefixes = []
-    if "head" in groups:
+    if "head" in groups:  # everything between backbone and classifier, V3+ decoder included
         prefixes.append(net.head.prefix)
+        if getattr(net, "decoder", None) is not None:
+            prefixes.append(net.decoder.prefix)
     if "image_pooling" in groups:
         from ..models import ASPPPooling
         prefixes += [b.prefix for b in net.head.branches if isinstance(b, ASPPPooling)]

@@ -1,5 +1,6 @@
-"""Model blocks: dilated ResNet-v2 backbones, ASPP / Vortex heads, DeepLabV3."""
+"""Model blocks: dilated ResNet-v2 backbones, ASPP / Vortex heads, the V3+ decoder, DeepLabV3."""
 
+from .decoder import DeepLabV3PlusDecoder
 from .deeplab import (
     DeepLabV3,
     build_model,
@@ -26,7 +27,8 @@ from .resnet_v2 import (
 from .upsample import exact_upsample, exact_upsample_fixed, padded_size
 
 __all__ = [
-    "ASPP", "ASPPPooling", "DeepLabV3", "FCNHead", "RESNET_V2_SPECS", "ResNetV2Backbone",
+    "ASPP", "ASPPPooling", "DeepLabV3", "DeepLabV3PlusDecoder", "FCNHead", "RESNET_V2_SPECS",
+    "ResNetV2Backbone",
     "VortexBranch", "VortexPooling", "build_backbone", "build_model", "canonical_backbone_name",
     "canonical_head_name", "default_head_settings", "exact_upsample", "exact_upsample_fixed",
     "freeze_batchnorm_parameters", "load_pretrained_backbone", "padded_size",

@@ -1,14 +1,15 @@
-"""The DeepLabV3 block and the one function that builds a model from arguments."""
+"""The DeepLabV3 (+) block and the one function that builds a model from arguments."""
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import mxnet as mx
 import numpy as np
 from mxnet.gluon import nn
 from mxnet.gluon.nn import HybridBlock
 
+from .decoder import LOW_LEVEL_STRIDE, DeepLabV3PlusDecoder
 from .heads import ASPP, ASPP_RATES, FCNHead, VortexPooling, vortex_kernels_for
 from .pretrained import resolve_pretrained
 from .resnet_v2 import DEFAULT_MULTI_GRID, KAIMING_INIT, build_backbone, canonical_backbone_name
@@ -32,23 +33,28 @@ def canonical_head_name(head: Union[str, int]) -> str:
 
 
 class DeepLabV3(HybridBlock):
-    """Backbone -> head (ASPP or Vortex) -> 1x1 classifier -> bilinear upsampling to the input.
+    """Backbone -> head (ASPP or Vortex) [-> V3+ decoder] -> 1x1 classifier -> bilinear
+    upsampling to the input.
 
     Returns the logits, or (logits, auxiliary logits) when built with an auxiliary head. The
     upsampling is pixel-exact at any H x W (:func:`~.upsample.exact_upsample`): feature j
-    lands on pixel ``output_stride * j``. ``fixed_size=(H, W)`` resizes to a constant size
-    instead of the input's: only for converters (ONNX) that cannot resize "like" a tensor.
+    lands on pixel ``output_stride * j`` (with a ``decoder``, a
+    :class:`~.decoder.DeepLabV3PlusDecoder`, the classifier sees stride-4 features, so on
+    pixel ``4 * j``). ``fixed_size=(H, W)`` resizes to a constant size instead of the input's:
+    only for converters (ONNX) that cannot resize "like" a tensor.
     """
 
     def __init__(self, backbone: HybridBlock, head: HybridBlock, num_classes: int,
                  aux_head: Optional[HybridBlock] = None,
-                 fixed_size: Optional[Tuple[int, int]] = None, **kwargs):
+                 fixed_size: Optional[Tuple[int, int]] = None,
+                 decoder: Optional[HybridBlock] = None, **kwargs):
         super().__init__(**kwargs)
         self.num_classes = num_classes
         self.fixed_size = tuple(fixed_size) if fixed_size else None
         with self.name_scope():
             self.backbone = backbone
             self.head = head
+            self.decoder = decoder
             self.classifier = nn.Conv2D(num_classes, 1, in_channels=256,
                                         weight_initializer=CLASSIFIER_INIT)
             self.aux_head = aux_head
@@ -63,9 +69,23 @@ class DeepLabV3(HybridBlock):
             return exact_upsample_fixed(F, logits, self.fixed_size, stride)
         return exact_upsample(F, logits, x, stride)
 
+    def explain_mismatch(self, missing: List[str], unexpected: List[str]) -> Optional[str]:
+        """Why a parameter file does not fit, when the decoder is the reason (for
+        :func:`~gluon_deeplab.params.assign_parameters`)."""
+        if self.decoder is not None and any(n.startswith("decoder.") for n in missing):
+            return "it has no decoder.* arrays: it was trained without --decoder (DeepLabV3)"
+        if self.decoder is None and any(n.startswith("decoder.") for n in unexpected):
+            return "it has decoder.* arrays: it was trained with --decoder (DeepLabV3+)"
+        return None
+
     def hybrid_forward(self, F, x):
-        c3, c4 = self.backbone.stages(x)
-        logits = self._upsample(F, self.classifier(self.head(c4)), x, self.output_stride)
+        if self.decoder is None:
+            c3, c4 = self.backbone.stages(x)
+            logits = self._upsample(F, self.classifier(self.head(c4)), x, self.output_stride)
+        else:
+            c1, c3, c4 = self.backbone.stages_with_low_level(x)
+            features = self.decoder(self.head(c4), c1)
+            logits = self._upsample(F, self.classifier(features), x, LOW_LEVEL_STRIDE)
         if self.aux_head is None:
             return logits
         # Stage 3 is never dilated beyond stride 16 (at OS 32 it has stride 16).
@@ -116,9 +136,10 @@ def build_model(num_classes: int = 21, backbone: str = "resnet50_v2",
                 aspp_rates: Optional[Sequence[int]] = None,
                 vortex_kernels: Optional[Sequence[int]] = None,
                 freeze_bn: bool = False, syncbn_devices: int = 0,
-                fixed_size: Optional[Tuple[int, int]] = None,
+                fixed_size: Optional[Tuple[int, int]] = None, decoder: bool = False,
+                separable: bool = False,
                 ctx: Union[mx.Context, Sequence[mx.Context], None] = None) -> DeepLabV3:
-    """Build an initialized DeepLabV3.
+    """Build an initialized DeepLabV3 (DeepLabV3+ with ``decoder=True``).
 
     ``head`` is 'aspp'/'vortex' (or the seed's 1/2); ``pretrained_backbone`` a model zoo
     ImageNet ``.params`` file, loaded strictly, or 'imagenet' (MXNet's model store, see
@@ -126,7 +147,10 @@ def build_model(num_classes: int = 21, backbone: str = "resnet50_v2",
     the output stride's (:func:`default_head_settings`); only the chosen head's may be given.
     ``freeze_bn`` makes every BatchNorm use its
     running statistics and receive no gradient (phase 2 of the schedule); ``syncbn_devices > 1``
-    uses SyncBatchNorm across that many devices. Parameters do not depend on the output stride.
+    uses SyncBatchNorm across that many devices. ``decoder`` adds the DeepLabV3+ decoder
+    (:class:`~.decoder.DeepLabV3PlusDecoder`) on the stage-1 features; ``separable`` makes the
+    3x3 convs of the head and the decoder depthwise-separable. Parameters do not depend on the
+    output stride.
     """
     if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) \
             or num_classes < 1:
@@ -152,12 +176,18 @@ def build_model(num_classes: int = 21, backbone: str = "resnet50_v2",
     norms = {"norm_layer": norm_layer, "norm_kwargs": norm_kwargs}
     settings = default_head_settings(head, output_stride)
     if head == "aspp":
-        head_block = ASPP(features.out_channels, aspp_rates or settings["aspp_rates"], **norms)
+        head_block = ASPP(features.out_channels, aspp_rates or settings["aspp_rates"],
+                          separable=separable, **norms)
     else:
         head_block = VortexPooling(features.out_channels,
-                                   vortex_kernels or settings["vortex_kernels"], **norms)
+                                   vortex_kernels or settings["vortex_kernels"],
+                                   separable=separable, **norms)
     aux_head = FCNHead(features.stage3_channels, num_classes, **norms) if aux else None
-    net = DeepLabV3(features, head_block, num_classes, aux_head, fixed_size)
+    decoder_block = (DeepLabV3PlusDecoder(features.stage1_channels, output_stride,
+                                          fixed_size=fixed_size, separable=separable,
+                                          **norms)
+                     if decoder else None)
+    net = DeepLabV3(features, head_block, num_classes, aux_head, fixed_size, decoder_block)
     # The backbone is initialized (maybe pretrained) already; initialize only the rest.
     for name, param in net._collect_params_with_prefix().items():
         if not name.startswith("backbone."):

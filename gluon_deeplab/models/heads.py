@@ -43,10 +43,21 @@ def vortex_kernels_for(output_stride: int, base: Sequence[int] = VORTEX_KERNELS)
 
 def conv_bn_relu(in_channels: int, channels: int, kernel: int = 1, dilation: int = 1,
                  norm_layer=nn.BatchNorm, norm_kwargs: Optional[dict] = None,
-                 prefix: Optional[str] = None) -> nn.HybridSequential:
-    """conv (no bias) -> BN -> ReLU; 3x3 convs are padded to keep the spatial size."""
+                 prefix: Optional[str] = None, separable: bool = False) -> nn.HybridSequential:
+    """conv (no bias) -> BN -> ReLU; 3x3 convs are padded to keep the spatial size.
+
+    ``separable`` (kernels > 1 only) makes the conv depthwise-separable as in DeepLabV3+:
+    depthwise k x k (atrous) conv -> BN -> ReLU -> 1x1 conv -> BN -> ReLU.
+    """
     block = nn.HybridSequential(prefix=prefix)
     with block.name_scope():
+        if separable and kernel > 1:
+            block.add(nn.Conv2D(in_channels, kernel, padding=dilation * (kernel // 2),
+                                dilation=dilation, groups=in_channels, use_bias=False,
+                                in_channels=in_channels))
+            block.add(norm_layer(in_channels=in_channels, **(norm_kwargs or {})))
+            block.add(nn.Activation("relu"))
+            kernel, dilation = 1, 1
         block.add(nn.Conv2D(channels, kernel, padding=dilation * (kernel // 2), dilation=dilation,
                             use_bias=False, in_channels=in_channels))
         block.add(norm_layer(in_channels=channels, **(norm_kwargs or {})))
@@ -106,26 +117,31 @@ class ASPP(_ParallelBranches):
 
     def __init__(self, in_channels: int, rates: Sequence[int] = ASPP_RATES[16],
                  channels: int = HEAD_CHANNELS, dropout: float = PROJECT_DROPOUT,
-                 norm_layer=nn.BatchNorm, norm_kwargs: Optional[dict] = None, **kwargs):
+                 norm_layer=nn.BatchNorm, norm_kwargs: Optional[dict] = None,
+                 separable: bool = False, **kwargs):
         def make_branches() -> List[HybridBlock]:
             return ([conv_bn_relu(in_channels, channels, 1, norm_layer=norm_layer,
                                   norm_kwargs=norm_kwargs)]
-                    + [conv_bn_relu(in_channels, channels, 3, rate, norm_layer, norm_kwargs)
+                    + [conv_bn_relu(in_channels, channels, 3, rate, norm_layer, norm_kwargs,
+                                    separable=separable)
                        for rate in rates]
                     + [ASPPPooling(in_channels, channels, norm_layer, norm_kwargs)])
         super().__init__(make_branches, channels, dropout, norm_layer, norm_kwargs, **kwargs)
         self.rates = tuple(rates)
+        self.separable = separable
 
 
 class VortexBranch(HybridBlock):
     """Average pool k x k (stride 1, padding excluded from the mean), then 3x3 conv at rate k."""
 
     def __init__(self, in_channels: int, kernel: int, channels: int = HEAD_CHANNELS,
-                 norm_layer=nn.BatchNorm, norm_kwargs: Optional[dict] = None, **kwargs):
+                 norm_layer=nn.BatchNorm, norm_kwargs: Optional[dict] = None,
+                 separable: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.kernel = kernel
         with self.name_scope():
-            self.conv = conv_bn_relu(in_channels, channels, 3, kernel, norm_layer, norm_kwargs)
+            self.conv = conv_bn_relu(in_channels, channels, 3, kernel, norm_layer, norm_kwargs,
+                                     separable=separable)
 
     def hybrid_forward(self, F, x):
         k = self.kernel
@@ -148,15 +164,18 @@ class VortexPooling(_ParallelBranches):
 
     def __init__(self, in_channels: int, kernels: Sequence[int] = VORTEX_KERNELS,
                  channels: int = HEAD_CHANNELS, dropout: float = PROJECT_DROPOUT,
-                 norm_layer=nn.BatchNorm, norm_kwargs: Optional[dict] = None, **kwargs):
+                 norm_layer=nn.BatchNorm, norm_kwargs: Optional[dict] = None,
+                 separable: bool = False, **kwargs):
         def make_branches() -> List[HybridBlock]:
             return ([ASPPPooling(in_channels, channels, norm_layer, norm_kwargs),
                      conv_bn_relu(in_channels, channels, 1, norm_layer=norm_layer,
                                   norm_kwargs=norm_kwargs)]
-                    + [VortexBranch(in_channels, k, channels, norm_layer, norm_kwargs)
+                    + [VortexBranch(in_channels, k, channels, norm_layer, norm_kwargs,
+                                    separable)
                        for k in kernels])
         super().__init__(make_branches, channels, dropout, norm_layer, norm_kwargs, **kwargs)
         self.kernels = tuple(kernels)
+        self.separable = separable
 
 
 class FCNHead(HybridBlock):

@@ -140,7 +140,7 @@ class ResNetV2Backbone(HybridBlock):
     [4] 3x3/2 max pool, [5..8] stages 1-4, [9] BN, [10] ReLU (the final pre-activation).
     Multi-grid applies to stage 4 when it is dilated (OS 8/16); at OS 32 the backbone is the
     model zoo network. Calling the block returns the final feature map; :meth:`stages` also
-    returns stage 3.
+    returns stage 3, :meth:`stages_with_low_level` also the stage-1 output (stride 4).
     """
 
     def __init__(self, name: str = "resnet50_v2", output_stride: int = 16,
@@ -157,6 +157,7 @@ class ResNetV2Backbone(HybridBlock):
         self.backbone_name = name
         self.output_stride = output_stride
         self.multi_grid = tuple(multi_grid) if multi_grid else None
+        self.stage1_channels = channels[1]
         self.stage3_channels = channels[3]
         self.out_channels = channels[4]
         self.stage_dilations: List[List[int]] = []
@@ -188,12 +189,23 @@ class ResNetV2Backbone(HybridBlock):
 
     def stages(self, x):
         """Return (stage-3 output, final pre-activated stage-4 features)."""
-        for i in range(8):
+        return self.stages_with_low_level(x)[1:]
+
+    def stages_with_low_level(self, x):
+        """Return (stage-1 output, stage-3 output, final pre-activated stage-4 features).
+
+        The stage-1 output (``features[5]``, stride 4) is a raw pre-activation sum: stage 2
+        applies its BN + ReLU first thing (see :mod:`.decoder` for how V3+ uses it).
+        """
+        for i in range(6):
+            x = self.features[i](x)
+        c1 = x
+        for i in range(6, 8):
             x = self.features[i](x)
         c3 = x
         for i in range(8, 11):
             x = self.features[i](x)
-        return c3, x
+        return c1, c3, x
 
     def hybrid_forward(self, F, x):
         return self.stages(x)[1]

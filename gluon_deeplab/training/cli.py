@@ -76,6 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--init_checkpoint", default=D.init_checkpoint,
                    help="start from the weights of another run's checkpoint (e.g. phase 2 "
                         "from phase 1's final.params); its iteration and optimizer are not used")
+    g.add_argument("--decoder", action="store_true",
+                   help="DeepLabV3+: add the decoder on the stride-4 stage-1 features")
+    g.add_argument("--separable", action="store_true",
+                   help="depthwise-separable 3x3 convs in the head and the decoder")
     g.add_argument("--aux", action="store_true",
                    help="add the auxiliary FCN head on stage 3 (training only)")
     g.add_argument("--aux_weight", type=float, default=D.aux_weight,

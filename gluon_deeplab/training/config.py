@@ -35,6 +35,8 @@ class TrainConfig:
     aux_weight: Optional[float] = None
     num_classes: Optional[int] = None
     hybridize: int = 1
+    decoder: bool = False
+    separable: bool = False
     # data
     dataset: str = "voc_aug"
     data_dir: Optional[str] = None  # gluoncv's root for voc/vocaug, else ./VOCdevkit_aug

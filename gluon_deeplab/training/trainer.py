@@ -206,7 +206,8 @@ def _train(args: TrainConfig, ctxs, dist: _Distributed,
         warn_single_image_batchnorm(args.batch_size, len(ctxs), freeze_bn, syncbn)
     net = build_model(num_classes, args.base_architecture, args.aspp_or_vortex,
                       args.output_stride, pretrained_backbone=pretrained,
-                      aux=args.aux, freeze_bn=freeze_bn,
+                      aux=args.aux, freeze_bn=freeze_bn, decoder=args.decoder,
+                      separable=args.separable,
                       syncbn_devices=len(ctxs) if syncbn else 0, ctx=ctxs)
     start, best_miou, optimizer_states = 0, None, None
     run_id = uuid.uuid4().hex  # names this run in its log and checkpoints
