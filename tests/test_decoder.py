@@ -204,4 +204,4 @@ def test_bench_decoder_part_times_v3_and_v3plus_and_the_ratio_to_os8():
     v3_8 = next(r for r in rows if r.name.startswith("forward fp32 V3 resnet18_v2 OS 8"))
     assert plus16.ratio == pytest.approx(plus16.value / v3_8.value) and plus16.target == "<= 0.5"
     assert any(n.startswith("train iteration V3+ resnet18_v2 aspp") for n in names)
-    assert all(r.value > 0 for r in rows)
+    assert all(r.value > 0 for r in rows if r.part == "decoder")

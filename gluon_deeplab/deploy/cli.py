@@ -23,9 +23,9 @@ def build_export_parser() -> argparse.ArgumentParser:
                    help="output stride of the exported graph (None: the checkpoint's)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--dtype", choices=EXPORT_DTYPES, default=None,
-                   help="precision of the export: fp32 (default), bf16 (convolutions in "
-                        "bfloat16; needs a CPU with bf16 support, e.g. avx512_bf16 / AMX), "
-                        "int8 (= --int8)")
+                   help="precision of the export (fp32 when not given): fp32, bf16 "
+                        "(convolutions in bfloat16; needs a CPU with bf16 support, e.g. "
+                        "avx512_bf16 / AMX), int8 (= --int8)")
     q = p.add_argument_group("INT8 (oneDNN post-training quantization)")
     q.add_argument("--int8", action="store_true", help="export an INT8 model (= --dtype int8)")
     q.add_argument("--calib_data_dir", help="dataset root for calibration images")
