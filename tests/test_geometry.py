@@ -99,10 +99,15 @@ def _image(h: int, w: int, stride: int, seed: int = 0) -> np.ndarray:
     return image
 
 
+PROBES = {"v3": probe_net, "v3plus": probe_plus_net}
+
+
+@pytest.mark.parametrize("model", sorted(PROBES))
 @pytest.mark.parametrize("stride", [16, 8])
 @pytest.mark.parametrize("hybridize", [False, True])
-def test_upsampled_logits_put_feature_j_on_pixel_stride_times_j(stride, hybridize):
-    net = probe_net(stride)
+def test_upsampled_logits_put_feature_j_on_pixel_stride_times_j(model, stride, hybridize):
+    """The V3 logits path and the V3+ decoder path (stride S -> 4 -> 1) alike."""
+    net = PROBES[model](stride)
     if hybridize:
         net.hybridize()
     for h, w in SIZES:
@@ -117,36 +122,13 @@ def test_upsampled_logits_put_feature_j_on_pixel_stride_times_j(stride, hybridiz
                                    err_msg=f"{h}x{w}")
 
 
+@pytest.mark.parametrize("model", sorted(PROBES))
 @pytest.mark.parametrize("size", [(112, 144), (513, 513), (40, 17)])
-def test_fixed_size_graph_for_onnx_upsamples_like_the_any_size_graph(size):
+def test_fixed_size_graph_for_onnx_upsamples_like_the_any_size_graph(model, size):
     h, w = size
     image = _image(h, w, 16)
     x = mx.nd.array(np.broadcast_to(image, (1, 3, h, w)))
-    fixed = probe_net(16, fixed_size=size)(x)[0, 0].asnumpy()
-    np.testing.assert_allclose(fixed, exact_answer(image, 16), atol=1e-5)
-
-
-@pytest.mark.parametrize("stride", [16, 8])
-@pytest.mark.parametrize("hybridize", [False, True])
-def test_v3plus_decoder_path_puts_feature_j_on_pixel_stride_times_j(stride, hybridize):
-    net = probe_plus_net(stride)
-    if hybridize:
-        net.hybridize()
-    for h, w in SIZES:
-        image = _image(h, w, stride)
-        x = mx.nd.array(np.broadcast_to(image, (1, 3, h, w)))
-        logits = net(x)[0, 0].asnumpy()
-        assert logits.shape == (h, w)
-        np.testing.assert_allclose(logits, exact_answer(image, stride), atol=1e-5,
-                                   err_msg=f"{h}x{w}")
-
-
-@pytest.mark.parametrize("size", [(112, 144), (513, 513), (40, 17)])
-def test_v3plus_fixed_size_graph_upsamples_like_the_any_size_graph(size):
-    h, w = size
-    image = _image(h, w, 16)
-    x = mx.nd.array(np.broadcast_to(image, (1, 3, h, w)))
-    fixed = probe_plus_net(16, fixed_size=size)(x)[0, 0].asnumpy()
+    fixed = PROBES[model](16, fixed_size=size)(x)[0, 0].asnumpy()
     np.testing.assert_allclose(fixed, exact_answer(image, 16), atol=1e-5)
 
 
