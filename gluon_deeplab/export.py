@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from typing import Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import mxnet as mx
 from mxnet.gluon import HybridBlock, SymbolBlock
@@ -111,12 +111,22 @@ def load_exported(prefix: str, ctx: Optional[mx.Context] = None) -> SymbolBlock:
         raise ValueError(f"exported model {symbol_file} + {params_file} do not load together "
                          f"({first})") from None
     block.hybridize(static_alloc=True)
-    meta = meta_path(prefix)
-    if os.path.isfile(meta):
-        try:
-            with open(meta, encoding="utf-8") as f:
-                block.output_stride = json.load(f).get("output_stride")
-        except (ValueError, AttributeError):
-            raise ValueError(f"export meta file {meta} is damaged (expected a JSON object)") \
-                from None
+    block.output_stride = read_meta(prefix, required=False).get("output_stride")
     return block
+
+
+def read_meta(prefix: str, required: bool = True) -> Dict[str, Any]:
+    """``PREFIX-meta.json`` as a dict (``{}`` for a missing file unless ``required``)."""
+    path = meta_path(prefix)
+    if not os.path.isfile(path):
+        if required:
+            raise FileNotFoundError(f"export meta file {path!r} does not exist")
+        return {}
+    try:
+        with open(path, encoding="utf-8") as f:
+            meta = json.load(f)
+    except (ValueError, UnicodeDecodeError):
+        meta = None
+    if not isinstance(meta, dict):
+        raise ValueError(f"export meta file {path} is damaged (expected a JSON object)")
+    return meta

@@ -60,3 +60,18 @@ def test_eval_needs_exactly_one_model_source(trained_synthetic, capsys):
     with pytest.raises(SystemExit):
         eval_main(["--checkpoint", checkpoint, "--exported", "x", "--data_dir", root])
     assert "not allowed with argument" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("content", [b"{not json", b"[16]", b"\xff\xfe"])
+def test_eval_of_export_with_damaged_meta_file_names_it(trained_synthetic, tmp_path, capsys,
+                                                        content):
+    root, checkpoint = trained_synthetic
+    prefix = str(tmp_path / "fp32")
+    export_checkpoint(checkpoint, prefix)
+    with open(prefix + "-meta.json", "wb") as f:
+        f.write(content)
+    with pytest.raises(SystemExit) as exit_info:
+        eval_main(["--exported", prefix, "--data_dir", root, "--dataset", "synthetic"])
+    assert exit_info.value.code == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"export meta file {prefix}-meta.json is damaged (expected a JSON object)" in line

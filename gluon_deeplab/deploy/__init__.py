@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from .exporting import EXPORT_FORMAT, export_checkpoint, meta_path, read_meta, write_meta
+from ..export import meta_path, read_meta
+from .exporting import EXPORT_FORMAT, export_checkpoint, write_meta
 from .int8 import CALIB_MODES, QUANTIZED_DTYPES, calibration_loader, quantize_model
 from .onnx_export import ONNX_OPSET, export_onnx, onnx_logits
 

@@ -95,15 +95,6 @@ def write_meta(prefix: str, ckpt: Checkpoint, output_stride: int,
     return path
 
 
-def read_meta(prefix: str) -> Dict[str, Any]:
-    """Read ``PREFIX-meta.json``."""
-    path = meta_path(prefix)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"export meta file {path!r} does not exist")
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
-
-
 def export_checkpoint(checkpoint: Union[str, Checkpoint], prefix: str, *,
                       output_stride: Optional[int] = None, overwrite: bool = False,
                       dtype: str = "fp32", check_bf16: bool = True,

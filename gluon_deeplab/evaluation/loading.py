@@ -5,14 +5,13 @@ An export is what gets shipped, so evaluating it measures the mIoU users will ge
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Optional, Sequence
 
 import mxnet as mx
 
 from ..checkpoint import model_from_checkpoint
-from ..export import exported_files, load_exported
+from ..export import exported_files, load_exported, read_meta
 
 PROBE_SHAPE = (1, 3, 64, 64)
 
@@ -28,12 +27,6 @@ class InferenceModel:
     source: str  # checkpoint path or export prefix
     iteration: Optional[int] = None
     train_args: Dict[str, Any] = field(default_factory=dict)  # the run's flags, when known
-
-
-def _export_meta(prefix: str) -> dict:
-    from ..deploy.exporting import meta_path, read_meta
-
-    return read_meta(prefix) if os.path.isfile(meta_path(prefix)) else {}
 
 
 def _exported_classes(prefix: str) -> int:
@@ -59,7 +52,7 @@ def load_inference_model(checkpoint: Optional[str], exported: Optional[str],
                               checkpoint, ckpt.iteration, ckpt.args)
     if output_stride is not None:
         raise ValueError("--output_stride applies to --checkpoint only (an export is fixed)")
-    meta = _export_meta(exported)
+    meta = read_meta(exported, required=False)
     precision = meta.get("precision", "fp32")
     if precision == "bf16":
         from ..precision import require_bf16
