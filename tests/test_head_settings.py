@@ -3,6 +3,7 @@ scope, and the one-image-per-device BatchNorm warning."""
 
 from __future__ import annotations
 
+import ast
 import json
 
 import mxnet as mx
@@ -14,6 +15,7 @@ import gluon_deeplab as gd
 from gluon_deeplab.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from gluon_deeplab.deploy.int8 import excluded_layer_names, quantize_model, quantized_convolutions
 from gluon_deeplab.models import VortexBranch, recorded_head_settings, vortex_kernels_for
+from gluon_deeplab.models.heads import window_mean
 from gluon_deeplab.params import parameter_arrays
 
 
@@ -31,16 +33,53 @@ def test_vortex_kernels_scale_with_output_stride_as_odd_kernels_of_the_same_imag
     assert dilations == [(7, 7), (19, 19), (55, 55)]  # conv rate = pooling kernel
 
 
-@pytest.mark.parametrize("kernel", [27, 55])
-def test_separable_vortex_pool_equals_one_square_pool_excluding_padding(kernel):
+@pytest.mark.parametrize("kernel", [3, 15, 27, 55])
+@pytest.mark.parametrize("hybridize", [False, True])
+def test_vortex_window_mean_equals_one_square_pool_excluding_padding_with_its_gradient(
+        kernel, hybridize):
+    mean = mx.gluon.nn.HybridLambda(lambda F, x: window_mean(F, x, kernel))
+    if hybridize:
+        mean.hybridize()
+
+    def square(x):
+        return mx.nd.Pooling(x, kernel=(kernel, kernel), stride=(1, 1),
+                             pad=(kernel // 2, kernel // 2), pool_type="avg",
+                             count_include_pad=False)
+
+    for shape in ((1, 4, 21, 34), (2, 3, 9, 5), (1, 2, 70, 66)):  # windows wider and narrower
+        x = mx.nd.random.uniform(shape=shape)
+        head = mx.nd.random.uniform(shape=shape)
+        results = []
+        for pool in (mean, square):
+            x.attach_grad()
+            with mx.autograd.record():
+                y = pool(x)
+            y.backward(head)
+            results.append((y.asnumpy(), x.grad.asnumpy()))
+        (got, got_grad), (want, want_grad) = results
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(got_grad, want_grad, rtol=1e-5, atol=1e-6)
     branch = VortexBranch(4, kernel, channels=4)
     branch.initialize()
     x = mx.nd.random.uniform(shape=(1, 4, 21, 34))
-    square = mx.nd.Pooling(x, kernel=(kernel, kernel), stride=(1, 1),
-                           pad=(kernel // 2, kernel // 2), pool_type="avg",
-                           count_include_pad=False)
-    np.testing.assert_allclose(branch(x).asnumpy(), branch.conv(square).asnumpy(),
+    np.testing.assert_allclose(branch(x).asnumpy(), branch.conv(square(x)).asnumpy(),
                                rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("output_stride", [8, 16, 32])
+def test_no_vortex_pool_pads_more_columns_than_onednn_pooling_kernels_handle(output_stride):
+    """oneDNN's jit pooling takes at most 6 padded columns on AVX2 in the backward pass (12
+    forward) and falls back to a scalar loop beyond it, ~100x slower (see window_mean)."""
+    net = gd.build_model(3, "resnet18_v2", "vortex", output_stride)
+    net.hybridize()
+    net(mx.nd.zeros((1, 3, 33, 33)))
+    nodes = json.loads(net._cached_graph[1].tojson())["nodes"]
+    pools = [n["attrs"] for n in nodes if n["op"] == "Pooling"]
+    assert pools  # the Vortex pools are in the graph
+    for attrs in pools:
+        if attrs.get("global_pool") != "True":
+            pad = ast.literal_eval(attrs.get("pad", "(0, 0)"))
+            assert pad[1] <= 6, attrs
 
 
 @pytest.mark.parametrize("head", ["aspp", "vortex"])
