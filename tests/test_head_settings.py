@@ -176,3 +176,25 @@ def test_one_image_per_device_with_trained_bn_warns_once(tmp_path):
         assert not warn_single_image_batchnorm(2, 2, freeze_bn=True, syncbn=False)
         assert not warn_single_image_batchnorm(2, 2, freeze_bn=False, syncbn=True)
         assert not warn_single_image_batchnorm(4, 2, freeze_bn=False, syncbn=False)
+
+
+def test_resume_keeps_the_head_settings_of_the_run_and_phase_two_moves_defaults(tmp_path):
+    from gluon_deeplab.data import make_synthetic_dataset
+    from gluon_deeplab.training import train
+
+    root = make_synthetic_dataset(str(tmp_path / "data"), num_train=4, num_val=2, size=(32, 32),
+                                  num_classes=3, seed=0)
+    args = {"dataset": "synthetic", "data_dir": root, "base_architecture": "resnet18_v2",
+            "aspp_or_vortex": 2, "batch_size": 2, "crop_size": 32, "max_iter": 1,
+            "checkpoint_interval": 1, "val_interval": 0, "num_workers": 0, "progress": 0}
+    phase1 = train(dict(args, output_dir=str(tmp_path / "os16")))["checkpoint"]
+    phase2 = train(dict(args, output_dir=str(tmp_path / "os8"), output_stride=8,
+                        freeze_batch_norm=1, init_checkpoint=phase1))["checkpoint"]
+    assert load_checkpoint(phase2).model_config["vortex_kernels"] == [7, 19, 55]
+
+    # An OS 8 run from before the kernels scaled with the stride: resumed, it stays 3/9/27.
+    _rewrite_meta(phase2, drop=("aspp_rates", "vortex_kernels"))
+    resumed = train(dict(args, output_dir=str(tmp_path / "os8"), output_stride=8,
+                         freeze_batch_norm=1, resume="auto", max_iter=2))["checkpoint"]
+    assert load_checkpoint(resumed).iteration == 2
+    assert load_checkpoint(resumed).model_config["vortex_kernels"] == [3, 9, 27]

@@ -202,3 +202,21 @@ def test_syncbn_trains_20_steps_and_validates_on_two_cpu_contexts(data_dir, tmp_
     assert train_steps(out) == list(range(1, 21))
     assert [r["iteration"] for r in records(out) if r["kind"] == "val"] == [20]
     assert all_finite(str(out / "final.params"))
+
+
+def test_resume_of_a_run_folder_continues_from_its_newest_checkpoint(data_dir, tmp_path,
+                                                                      capsys):
+    out, empty = tmp_path / "run", tmp_path / "empty"
+    assert main(flags(data_dir, out, "--checkpoint_interval", "1", "--max_iter", "2")) == 0
+    os.remove(out / "final.params")  # as if it had been stopped before the end
+    newest = list_checkpoints(str(out))[-1][1]
+    capsys.readouterr()
+    assert main(flags(data_dir, out, "--resume", str(out), "--max_iter", "3")) == 0
+    said = capsys.readouterr().out
+    assert f"is a run folder: continuing from {newest}" in said
+    assert load_checkpoint(str(out / "final.params")).iteration == 3
+
+    empty.mkdir()
+    assert main(flags(data_dir, tmp_path / "other", "--resume", str(empty))) == 1
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"--resume {empty}: the folder holds no checkpoint" in error

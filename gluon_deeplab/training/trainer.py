@@ -13,6 +13,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..checkpoint import (
+    Checkpoint,
     atomic_write,
     load_checkpoint,
     load_model_weights,
@@ -22,7 +23,13 @@ from ..checkpoint import (
 from ..data import default_data_dir, make_dataloader, train_val_datasets
 from ..devices import resolve_contexts
 from ..evaluation import evaluate
-from ..models import build_model, default_pretrained, resolve_pretrained
+from ..models import (
+    build_model,
+    canonical_head_name,
+    default_pretrained,
+    recorded_head_settings,
+    resolve_pretrained,
+)
 from .checkpoints import (
     BEST,
     FINAL,
@@ -94,14 +101,21 @@ def _find_start(args: TrainConfig, say) -> Optional[str]:
             say(f"--resume auto: no checkpoint in {out}, starting a fresh run")
         return path
     if args.resume:
-        if not os.path.isfile(args.resume):
-            raise FileNotFoundError(f"--resume {args.resume}: no such checkpoint file")
-        if not same_run(args.resume, out):
+        path = args.resume
+        if os.path.isdir(path):  # a run folder: where it stopped, as --resume auto would
+            path = latest_checkpoint(path)
+            if path is None:
+                raise FileNotFoundError(f"--resume {args.resume}: the folder holds no "
+                                        "checkpoint-*.params or final.params to continue from")
+            say(f"--resume {args.resume} is a run folder: continuing from {path}")
+        elif not os.path.isfile(path):
+            raise FileNotFoundError(f"--resume {path}: no such checkpoint file or run folder")
+        if not same_run(path, out):
             raise TrainingError(
-                f"--resume {args.resume} is a checkpoint of another run than the one in {out} "
+                f"--resume {path} is a checkpoint of another run than the one in {out} "
                 f"({names}); resume it into its own folder or into an empty --output_dir "
                 "(nothing was overwritten)")
-        return args.resume
+        return path
     if existing:
         raise TrainingError(
             f"{out} already holds a run ({names}); pass --resume auto to continue it or "
@@ -140,6 +154,22 @@ def _pretrained_weights(args: TrainConfig, resume_path: Optional[str],
     say(f"backbone weights: {path}" if path
         else "backbone weights: random (--pre_trained_model none)")
     return path
+
+
+def _head_settings_of(ckpt: Optional[Checkpoint], args: TrainConfig) -> Dict[str, Any]:
+    """The head settings of the model a run starts from (none: the output stride's defaults).
+
+    A resumed run keeps what it was built with (a Vortex run from before the kernels scaled
+    with the output stride stays 3/9/27); phase 2 from a phase-1 checkpoint moves default
+    settings to its own stride. A checkpoint of the other head keeps the defaults, and its
+    weights are then refused by name when they are loaded.
+    """
+    if ckpt is None:
+        return {}
+    if canonical_head_name(ckpt.model_config.get("head", "aspp")) != \
+            canonical_head_name(args.aspp_or_vortex):
+        return {}
+    return recorded_head_settings(ckpt.model_config, args.output_stride)
 
 
 def iterations_for_epochs(epochs: float, num_samples: int, batch_size: int,
@@ -204,21 +234,23 @@ def _train(args: TrainConfig, ctxs, dist: _Distributed,
     syncbn = args.syncbn and len(ctxs) > 1 and not freeze_bn
     if dist.chief:
         warn_single_image_batchnorm(args.batch_size, len(ctxs), freeze_bn, syncbn)
+    source = resume_path or args.init_checkpoint
+    ckpt = load_checkpoint(source) if source else None
     net = build_model(num_classes, args.base_architecture, args.aspp_or_vortex,
                       args.output_stride, pretrained_backbone=pretrained,
                       aux=args.aux, freeze_bn=freeze_bn, decoder=args.decoder,
                       separable=args.separable,
-                      syncbn_devices=len(ctxs) if syncbn else 0, ctx=ctxs)
+                      syncbn_devices=len(ctxs) if syncbn else 0, ctx=ctxs,
+                      **_head_settings_of(ckpt, args))
     start, best_miou, optimizer_states = 0, None, None
     run_id = uuid.uuid4().hex  # names this run in its log and checkpoints
     if resume_path:
-        ckpt = load_checkpoint(resume_path)
         load_model_weights(net, ckpt, resume_path)
         start, best_miou, optimizer_states = ckpt.iteration, ckpt.best_miou, ckpt.optimizer_states
         run_id = run_id_of(ckpt) or run_id
         say(f"resuming from {resume_path} at iteration {start}")
-    elif args.init_checkpoint:
-        load_model_weights(net, load_checkpoint(args.init_checkpoint), args.init_checkpoint)
+    elif ckpt is not None:
+        load_model_weights(net, ckpt, args.init_checkpoint)
         say(f"initialized from {args.init_checkpoint} (weights only; schedule starts at 0)")
     # SyncBatchNorm runs the devices in threads, which hybridized graphs do not support.
     if args.hybridize and not syncbn:
