@@ -135,3 +135,14 @@ def test_bench_script_quick_prints_the_table():
     # Each row's peak is its own process's: every measured row has one, above the baseline.
     baseline = rows[0]["peak_mib"]
     assert all(r["peak_mib"] >= baseline for r in rows if r["value"] is not None)
+
+
+def test_bench_row_that_fails_is_reported_and_the_others_still_run():
+    from gluon_deeplab.deploy.bench import FAILED, _row
+
+    row = _row("forward", "broken row", "forward", "s/img", backbone="resnet7_v2", head="aspp",
+               stride=16, size=33, variant="fp32", repeats=1, warmup=0)
+    assert row.value is None and row.note.startswith(FAILED), row
+    assert "resnet7_v2" in row.note
+    ok = _row("memory", "baseline", "baseline", "")
+    assert ok.value == 0.0 and ok.peak_mib > 0

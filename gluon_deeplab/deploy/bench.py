@@ -56,11 +56,14 @@ class BenchConfig:
     def quick(cls, **overrides) -> BenchConfig:
         config = cls(backbone="resnet18_v2", size=64, reference_size=64, output_strides=(16,),
                      heads=("aspp",),
-                     train_batch=2, train_crop=64, train_iterations=1, loader_workers=0,
+                     train_batch=2, train_crop=64, train_iterations=1, loader_workers=1,
                      loader_batches=2, loader_image_size=(64, 80), repeats=1, warmup=1)
         for key, value in overrides.items():
             setattr(config, key, value)
         return config
+
+
+FAILED = "failed:"  # note of a row whose case failed
 
 
 @dataclass
@@ -124,7 +127,8 @@ def run_case(name: str, timeout: float = 1800, **kwargs):
     """
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_case_in_child, args=(child, name, kwargs), daemon=True)
+    # Not a daemon: the data loader case starts worker processes of its own.
+    proc = ctx.Process(target=_case_in_child, args=(child, name, kwargs))
     proc.start()
     child.close()
     if not parent.poll(timeout):
@@ -281,10 +285,14 @@ CASES: Dict[str, Callable[..., float]] = {
 
 def _row(part: str, name: str, case: str, unit: str, unavailable: Optional[str] = None,
          **kwargs) -> BenchRow:
-    """A row measured by ``case`` in its own process; "n/a (reason)" where it cannot run."""
+    """A row measured by ``case`` in its own process; "n/a (reason)" where it cannot run, and
+    "failed: reason" where it fails (the other rows still run)."""
     if unavailable:
         return BenchRow(part, name, None, unit, note=f"n/a ({unavailable})")
-    value, peak = run_case(case, **kwargs)
+    try:
+        value, peak = run_case(case, **kwargs)
+    except (RuntimeError, TimeoutError) as err:
+        return BenchRow(part, name, None, unit, note=f"{FAILED} {err}")
     return BenchRow(part, name, value, unit, peak_mib=peak)
 
 

@@ -116,7 +116,7 @@ def build_bench_parser() -> argparse.ArgumentParser:
 
 def bench_main(argv: Optional[List[str]] = None) -> list:
     """Run scripts/bench.py: prints the table (and the rows as JSON with --json)."""
-    from .bench import BenchConfig, format_table, rows_as_dicts, run_benchmark
+    from .bench import FAILED, BenchConfig, format_table, rows_as_dicts, run_benchmark
 
     args = build_bench_parser().parse_args(argv)
     overrides = {key: getattr(args, key) for key in (
@@ -133,4 +133,7 @@ def bench_main(argv: Optional[List[str]] = None) -> list:
     print(format_table(rows))
     if args.json:
         print(json.dumps(rows_as_dicts(rows)))
+    failed = [row.name for row in rows if row.note.startswith(FAILED)]
+    if failed:
+        sys.exit(f"bench: {len(failed)} row(s) failed: {'; '.join(failed)}")
     return rows
