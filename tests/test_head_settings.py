@@ -157,15 +157,22 @@ def test_exclude_head_keeps_every_head_conv_in_fp32_and_quantizes_the_backbone(h
     assert not convs[net.classifier.name + "_fwd"]
 
 
-def test_one_image_per_device_with_trained_bn_warns_once(tmp_path):
+def _tiny_run_args(tmp_path, **overrides):
+    """Trainer settings for a few resnet18_v2 steps on 4 synthetic 32x32 images."""
     from gluon_deeplab.data import make_synthetic_dataset
-    from gluon_deeplab.training import train
 
     root = make_synthetic_dataset(str(tmp_path / "data"), num_train=4, num_val=2, size=(32, 32),
                                   num_classes=3, seed=0)
     args = {"dataset": "synthetic", "data_dir": root, "base_architecture": "resnet18_v2",
-            "batch_size": 2, "cpu_devices": 2, "crop_size": 32, "max_iter": 2,
-            "val_interval": 0, "num_workers": 0, "progress": 0, "hybridize": 0}
+            "batch_size": 2, "crop_size": 32, "val_interval": 0, "num_workers": 0,
+            "progress": 0}
+    return dict(args, **overrides)
+
+
+def test_one_image_per_device_with_trained_bn_warns_once(tmp_path):
+    from gluon_deeplab.training import train
+
+    args = _tiny_run_args(tmp_path, cpu_devices=2, max_iter=2, hybridize=0)
     with pytest.warns(UserWarning, match="one image per device.*--syncbn") as record:
         train(dict(args, output_dir=str(tmp_path / "a")))
     assert sum("one image per device" in str(w.message) for w in record) == 1
@@ -179,14 +186,9 @@ def test_one_image_per_device_with_trained_bn_warns_once(tmp_path):
 
 
 def test_resume_keeps_the_head_settings_of_the_run_and_phase_two_moves_defaults(tmp_path):
-    from gluon_deeplab.data import make_synthetic_dataset
     from gluon_deeplab.training import train
 
-    root = make_synthetic_dataset(str(tmp_path / "data"), num_train=4, num_val=2, size=(32, 32),
-                                  num_classes=3, seed=0)
-    args = {"dataset": "synthetic", "data_dir": root, "base_architecture": "resnet18_v2",
-            "aspp_or_vortex": 2, "batch_size": 2, "crop_size": 32, "max_iter": 1,
-            "checkpoint_interval": 1, "val_interval": 0, "num_workers": 0, "progress": 0}
+    args = _tiny_run_args(tmp_path, aspp_or_vortex=2, max_iter=1, checkpoint_interval=1)
     phase1 = train(dict(args, output_dir=str(tmp_path / "os16")))["checkpoint"]
     phase2 = train(dict(args, output_dir=str(tmp_path / "os8"), output_stride=8,
                         freeze_batch_norm=1, init_checkpoint=phase1))["checkpoint"]
