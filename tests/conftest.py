@@ -79,3 +79,25 @@ def local_http_server(tmp_path):
         server.shutdown()
         server.server_close()
         thread.join(timeout=10)
+
+
+@pytest.fixture
+def onnx_export_matches_checkpoint():
+    """A check (checkpoint, prefix, (H, W), batch) -> export files: exports the checkpoint
+    with an ONNX graph of that size and asserts onnxruntime's logits equal MXNet's (skips
+    without the [onnx] extra)."""
+    pytest.importorskip("onnx", reason="ONNX export needs the onnx package ([onnx] extra)")
+    pytest.importorskip("onnxruntime", reason="the ONNX check needs onnxruntime ([onnx] extra)")
+    from gluon_deeplab.checkpoint import model_from_checkpoint
+    from gluon_deeplab.deploy import export_checkpoint, onnx_logits
+
+    def check(checkpoint, prefix, size, batch=1):
+        files = export_checkpoint(checkpoint, prefix, onnx_input_size=size)
+        reference, _ = model_from_checkpoint(checkpoint)
+        x = mx.nd.random.normal(shape=(batch, 3) + tuple(size))
+        expected = reference(x).asnumpy()
+        got = onnx_logits(files["onnx"], x.asnumpy())
+        assert got.shape == expected.shape
+        assert np.abs(got - expected).max() < 1e-3 * max(1.0, np.abs(expected).max())
+        return files
+    return check

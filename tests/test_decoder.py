@@ -13,7 +13,7 @@ import pytest
 from gluon_deeplab import build_model
 from gluon_deeplab.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from gluon_deeplab.data import get_dataset, make_synthetic_dataset
-from gluon_deeplab.deploy import export_checkpoint, onnx_logits, read_meta
+from gluon_deeplab.deploy import export_checkpoint, read_meta
 from gluon_deeplab.deploy.int8 import excluded_layer_names
 from gluon_deeplab.models import DeepLabV3PlusDecoder
 from gluon_deeplab.training import train
@@ -139,18 +139,10 @@ def test_int8_head_group_keeps_the_decoder_in_fp32():
     assert any(n.startswith(net.head.prefix) for n in names)
 
 
-def test_onnx_export_of_v3plus_matches_mxnet(v3plus_run, tmp_path):
-    pytest.importorskip("onnx", reason="ONNX export needs the onnx package ([onnx] extra)")
-    pytest.importorskip("onnxruntime", reason="the ONNX check needs onnxruntime ([onnx] extra)")
+def test_onnx_export_of_v3plus_matches_mxnet(v3plus_run, tmp_path, onnx_export_matches_checkpoint):
     _, checkpoint, _ = v3plus_run
     size = (37, 50)  # odd: the stride-4 grid is ceil(H / 4), computed statically
-    files = export_checkpoint(checkpoint, str(tmp_path / "v3plus"), onnx_input_size=size)
-    reference, _ = model_from_checkpoint(checkpoint)
-    x = mx.nd.random.normal(shape=(1, 3) + size)
-    expected = reference(x).asnumpy()
-    got = onnx_logits(files["onnx"], x.asnumpy())
-    assert got.shape == expected.shape
-    assert np.abs(got - expected).max() < 1e-3 * max(1.0, np.abs(expected).max())
+    onnx_export_matches_checkpoint(checkpoint, str(tmp_path / "v3plus"), size)
 
 
 def test_separable_model_uses_depthwise_then_pointwise_convs_and_checkpoints_say_so(tmp_path):

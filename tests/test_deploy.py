@@ -14,7 +14,7 @@ import pytest
 from gluon_deeplab import build_model
 from gluon_deeplab.checkpoint import model_from_checkpoint
 from gluon_deeplab.data import get_dataset
-from gluon_deeplab.deploy import export_checkpoint, onnx_logits, quantize_model, read_meta
+from gluon_deeplab.deploy import export_checkpoint, quantize_model, read_meta
 from gluon_deeplab.deploy.int8 import excluded_layer_names
 from gluon_deeplab.evaluation import ConfusionMatrix
 
@@ -98,17 +98,10 @@ def test_quantize_rejects_unknown_calibration_mode_and_layer_group():
     assert any("broadcast_like" in n for n in names)
 
 
-def test_onnx_export_matches_mxnet_logits_at_fixed_size(trained_checkpoint, tmp_path):
-    pytest.importorskip("onnx", reason="ONNX export needs the onnx package ([onnx] extra)")
-    pytest.importorskip("onnxruntime", reason="the ONNX check needs onnxruntime ([onnx] extra)")
+def test_onnx_export_matches_mxnet_logits_at_fixed_size(trained_checkpoint, tmp_path,
+                                                        onnx_export_matches_checkpoint):
     prefix = str(tmp_path / "deeplab")
-    files = export_checkpoint(trained_checkpoint, prefix, onnx_input_size=IMAGE_SIZE)
-    reference, _ = model_from_checkpoint(trained_checkpoint)
-    x = mx.nd.random.normal(shape=(2, 3) + IMAGE_SIZE)
-    expected = reference(x).asnumpy()
-    got = onnx_logits(files["onnx"], x.asnumpy())
-    assert got.shape == expected.shape
-    assert np.abs(got - expected).max() < 1e-3 * max(1.0, np.abs(expected).max())
+    onnx_export_matches_checkpoint(trained_checkpoint, prefix, IMAGE_SIZE, batch=2)
     assert read_meta(prefix)["onnx_input_size"] == list(IMAGE_SIZE)
 
 
