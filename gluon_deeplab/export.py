@@ -82,11 +82,13 @@ def export_converted(block: SymbolBlock, prefix: str) -> Tuple[str, str]:
     return files
 
 
-def load_exported(prefix: str, ctx: Optional[mx.Context] = None) -> SymbolBlock:
+def load_exported(prefix: str, ctx: Optional[mx.Context] = None,
+                  meta: Optional[Dict[str, Any]] = None) -> SymbolBlock:
     """Load an export written by :func:`export_model` (or ``HybridBlock.export``).
 
     With a meta file beside it, the block gets its ``output_stride``, so that inference pads
-    images to the pixel-exact size as it does for a checkpoint's model.
+    images to the pixel-exact size as it does for a checkpoint's model. ``meta``: that file's
+    record when the caller has read it already (:func:`read_meta`).
     """
     symbol_file, params_file = exported_files(prefix)
     for f in (symbol_file, params_file):
@@ -111,7 +113,9 @@ def load_exported(prefix: str, ctx: Optional[mx.Context] = None) -> SymbolBlock:
         raise ValueError(f"exported model {symbol_file} + {params_file} do not load together "
                          f"({first})") from None
     block.hybridize(static_alloc=True)
-    block.output_stride = read_meta(prefix, required=False).get("output_stride")
+    if meta is None:
+        meta = read_meta(prefix, required=False)
+    block.output_stride = meta.get("output_stride")
     return block
 
 

@@ -58,7 +58,7 @@ def load_inference_model(checkpoint: Optional[str], exported: Optional[str],
         from ..precision import require_bf16
 
         require_bf16(f"--exported {exported} (a bf16 model)")
-    net = load_exported(exported, ctx=list(ctxs))
+    net = load_exported(exported, ctx=list(ctxs), meta=meta)
     num_classes = _exported_classes(exported)
     if meta and meta.get("num_classes") != num_classes:
         raise ValueError(f"{exported}: the meta file says {meta.get('num_classes')} classes, "
