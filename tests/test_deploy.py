@@ -139,3 +139,15 @@ def test_bench_row_that_fails_is_reported_and_the_others_still_run():
     assert "resnet7_v2" in row.note
     ok = _row("memory", "baseline", "baseline", "")
     assert ok.value == 0.0 and ok.peak_mib > 0
+
+
+def test_bench_ratios_skip_rows_that_failed():
+    from gluon_deeplab.deploy.bench import FAILED, BenchRow, _ratio, _versus_fused
+
+    fused = BenchRow("forward", "fused", 1.0, "s/img")
+    failed = BenchRow("forward", "int8", None, "s/img", note=f"{FAILED} boom")
+    assert _versus_fused(failed, fused).note == f"{FAILED} boom" and not failed.extra
+    assert _versus_fused(fused, failed) is fused and not fused.extra
+    assert _ratio(failed, fused, "fp32 / this").ratio is None
+    int8 = _versus_fused(BenchRow("forward", "int8", 0.5, "s/img"), fused)
+    assert int8.extra == {"speedup_vs_fused": 2.0} and int8.note == "vs fused 2.00x"

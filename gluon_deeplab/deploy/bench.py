@@ -305,6 +305,14 @@ def _ratio(row: BenchRow, reference: BenchRow, of: str, target: str = "",
     return row
 
 
+def _versus_fused(row: BenchRow, fused: BenchRow) -> BenchRow:
+    """Note the speed-up of ``row`` over the fused fp32 row, where both were measured."""
+    if row.value and fused.value:
+        row.extra = {"speedup_vs_fused": fused.value / row.value}
+        row.note = f"vs fused {fused.value / row.value:.2f}x"
+    return row
+
+
 def _bf16_unavailable() -> Optional[str]:
     from ..precision import bf16_support
 
@@ -330,17 +338,12 @@ def _forward_rows(config: BenchConfig) -> List[BenchRow]:
                                    variant="int8", calib_mode=config.calib_mode,
                                    quantized_dtype=config.quantized_dtype, **common),
                               plain, "fp32 plain / this", ">= 1.8")
-                int8.extra = {"speedup_vs_fused": fused.value / int8.value}
-                int8.note = f"vs fused {fused.value / int8.value:.2f}x"
-                rows.append(int8)
+                rows.append(_versus_fused(int8, fused))
             if config.bf16:
                 bf16 = _ratio(_row("forward", f"forward bf16 {tag}", "forward", "s/img",
                                    no_bf16, variant="bf16", **common),
                               plain, "fp32 plain / this", ">= 1.5" if stride == 8 else "")
-                if bf16.value:
-                    bf16.extra = {"speedup_vs_fused": fused.value / bf16.value}
-                    bf16.note = f"vs fused {fused.value / bf16.value:.2f}x"
-                rows.append(bf16)
+                rows.append(_versus_fused(bf16, fused))
     return rows
 
 
@@ -433,7 +436,7 @@ def _loader_rows(config: BenchConfig, train_seconds: Optional[float]) -> List[Be
                batches=config.loader_batches, image_size=tuple(config.loader_image_size),
                crop=config.train_crop)
     row.target = ">= 1.0"
-    if train_seconds:
+    if train_seconds and row.value:
         row.ratio = row.value / (config.train_batch / train_seconds)
         row.ratio_of = "loader img/s / training img/s"
     return [row]
