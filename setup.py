@@ -1,5 +1,14 @@
 """gluon-deeplab: DeepLabV3 (ASPP / Vortex pooling) semantic segmentation in MXNet Gluon."""
+import os
+import runpy
+
 from setuptools import find_packages, setup
+
+# MXNet's CPU build and its CUDA builds are separate distributions writing the same mxnet/ folder,
+# so none is required (as gluoncv does) and one extra pins each: .[cpu], .[cu117] ... .[cu102].
+_builds = runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                      "gluon_deeplab", "mxnet_builds.py"))
+MXNET_EXTRAS = {build: [_builds["pip_requirement"](build)] for build in _builds["BUILDS"]}
 
 setup(
     name="gluon-deeplab",
@@ -10,7 +19,6 @@ setup(
     packages=find_packages(include=["gluon_deeplab", "gluon_deeplab.*"]),
     python_requires=">=3.8",
     install_requires=[
-        "mxnet==1.9.1",
         "gluoncv==0.10.5.post0",
         # mxnet 1.9.1 uses np.bool, removed in numpy 1.24.
         "numpy>=1.21,<1.24",
@@ -20,6 +28,7 @@ setup(
         "matplotlib>=3.5",
     ],
     extras_require={
+        **MXNET_EXTRAS,
         "test": ["pytest>=7", "ruff>=0.5"],
         "crf": ["pydensecrf2==1.1"],
         # The newest pair that works with numpy < 1.24 and MXNet's opset-13 converter.
@@ -31,6 +40,7 @@ setup(
             "gluon-deeplab-eval=gluon_deeplab.evaluation.cli:eval_main",
             "gluon-deeplab-predict=gluon_deeplab.evaluation.predict:main",
             "gluon-deeplab-ensemble=gluon_deeplab.evaluation.ensemble:main",
+            "gluon-deeplab-env=gluon_deeplab.env:main",
         ],
     },
 )

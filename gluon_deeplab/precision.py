@@ -12,10 +12,12 @@ from __future__ import annotations
 import functools
 import warnings
 from dataclasses import dataclass
-from typing import FrozenSet, Optional
+from typing import Optional
 
 import mxnet as mx
 from mxnet.gluon import HybridBlock, SymbolBlock, nn
+
+from .cpuinfo import cpu_flags, cpu_name
 
 AVX512_CORE = frozenset({"avx512f", "avx512bw", "avx512vl", "avx512dq"})
 NATIVE_BF16 = frozenset({"avx512_bf16", "amx_bf16"})
@@ -32,30 +34,6 @@ class Bf16Support:
     ok: bool
     native: bool
     reason: str
-
-
-def cpu_flags(path: str = "/proc/cpuinfo") -> FrozenSet[str]:
-    """The CPU's feature flags (empty where /proc/cpuinfo cannot be read)."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return frozenset(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return frozenset()
-
-
-def cpu_name(path: str = "/proc/cpuinfo") -> str:
-    """The CPU's model name ('unknown CPU' where it cannot be read)."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
 
 
 def _bf16_probe() -> Optional[str]:

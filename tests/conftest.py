@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import mxnet as mx
 import numpy as np
 import pytest
@@ -101,3 +103,40 @@ def onnx_export_matches_checkpoint():
         assert np.abs(got - expected).max() < 1e-3 * max(1.0, np.abs(expected).max())
         return files
     return check
+
+
+@pytest.fixture
+def fake_nvidia_smi(tmp_path):
+    """A factory of folders holding an ``nvidia-smi`` script, for ``PATH``: its header names a
+    driver for CUDA ``cuda`` ("12.2") and its GPU query lists ``gpus`` ((name, MiB), ...);
+    ``cuda=None``: it fails as on a machine whose driver is not loaded (exit status 9)."""
+    def make(cuda, gpus=(("NVIDIA A100-SXM4-80GB", 81920),)):
+        folder = tmp_path / f"nvidia-smi-{cuda}-{len(gpus)}"
+        folder.mkdir()
+        if cuda is None:
+            body = ("echo \"NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA "
+                    "driver.\"\nexit 9\n")
+        else:
+            query = "".join(f"{name}, {mib} MiB\\n" for name, mib in gpus)
+            header = (f"+------+\\n| NVIDIA-SMI 535.104.05   Driver Version: 535.104.05   "
+                      f"CUDA Version: {cuda}     |\\n| GPU  Name  Persistence-M |\\n")
+            body = (f'if [ "$1" = "--query-gpu=name,memory.total" ]; then\n'
+                    f"    printf '{query}'\n    exit 0\nfi\nprintf '{header}'\n")
+        script = folder / "nvidia-smi"
+        script.write_text("#!/bin/sh\n" + body)
+        script.chmod(0o755)
+        return folder
+    return make
+
+
+@pytest.fixture(scope="session")
+def no_mxnet_path(tmp_path_factory):
+    """A PYTHONPATH of the repository and this environment's packages less MXNet, for
+    ``python -S`` (no site-packages): a machine where MXNet is not installed."""
+    site = os.path.dirname(os.path.dirname(mx.__file__))
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    folder = tmp_path_factory.mktemp("site-without-mxnet")
+    for name in os.listdir(site):
+        if not (name == "mxnet" or name.startswith("mxnet-") or name.endswith(".pth")):
+            os.symlink(os.path.join(site, name), folder / name)
+    return os.pathsep.join([repo, str(folder)])

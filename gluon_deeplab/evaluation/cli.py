@@ -144,7 +144,7 @@ def run_eval(args: Union[argparse.Namespace, Dict[str, Any]]) -> Dict[str, Any]:
         args = argparse.Namespace(**{**defaults, **args})
     scales = parse_scales(args.scales)
     _check_counts(args)
-    ctxs = resolve_contexts(args.gpus)
+    ctxs = resolve_contexts(args.gpus, verb="evaluate")
     _check_outputs(args)
     crf = crf_from_args(args)
     model = load_inference_model(args.checkpoint, args.exported, ctxs, args.output_stride)

@@ -160,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run_predict(args: argparse.Namespace) -> List[Dict[str, str]]:
     scales = parse_scales(args.scales)
-    ctxs = resolve_contexts(args.gpus)
+    ctxs = resolve_contexts(args.gpus, verb="predict")
     images = collect_images(args.inputs)
     crf = crf_from_args(args)
     # Cheap checks first: no model is loaded for a run that would fail on its outputs.
