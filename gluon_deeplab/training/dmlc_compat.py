@@ -6,6 +6,8 @@ of its submitters fail on any Python. :func:`load_submitter` imports a submitter
 names inside the tracker's modules; the tracker's source stays MXNet's. Patched:
 
 - every module: ``Thread`` gains ``isAlive`` (and a ``setDaemon`` without the 3.10 warning);
+- the scheduler listens on a free port the system picks, not the first free one from 9091
+  (two launches on one machine could both take that one);
 - every module: ``subprocess`` is the caller's runner (see ``launch.ProcessRunner``), which
   applies :data:`COMMAND_FIXES` and the ``mpirun`` path and supervises what is started;
 - sge: the options it reads but never defines (``logdir``, ``vcores``) are set, and the array
@@ -21,6 +23,7 @@ import contextlib
 import importlib
 import os
 import re
+import socket
 import threading
 from types import ModuleType
 from typing import Any, Dict, Iterator, List, Sequence, Tuple
@@ -59,10 +62,34 @@ def load_submitter(name: str) -> ModuleType:
             raise ImportError("--launcher kubernetes needs the Kubernetes client: "
                               "pip install '.[kubernetes]'") from None
     module = importlib.import_module(f"dmlc_tracker.{name}")
-    for mod in (module, importlib.import_module("dmlc_tracker.tracker")):
+    tracker = importlib.import_module("dmlc_tracker.tracker")
+    for mod in (module, tracker):
         if hasattr(mod, "Thread"):
             mod.Thread = CompatThread
+    if not getattr(tracker.PSTracker, "any_port", False):
+        tracker.PSTracker = _any_port(tracker.PSTracker)
     return module
+
+
+def free_port() -> int:
+    """A TCP port that is free on this machine right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("", 0))
+        return s.getsockname()[1]
+
+
+def _any_port(base: type) -> type:
+    """dmlc_tracker's ``PSTracker`` class, started on a port the system picks."""
+
+    class AnyPortPSTracker(base):
+        any_port = True
+
+        def __init__(self, hostIP: str, cmd: str, port: int = 0, port_end: int = 0,  # noqa: N803
+                     envs: Any = None):
+            port = port or free_port()
+            super().__init__(hostIP, cmd, port=port, port_end=port_end or port + 100, envs=envs)
+
+    return AnyPortPSTracker
 
 
 def dmlc_options(argv: Sequence[str]) -> Any:
@@ -80,9 +107,10 @@ def dmlc_options(argv: Sequence[str]) -> Any:
 
 def sge_command(command: Sequence[str]) -> List[str]:
     """``command`` for an SGE array task: dmlc_tracker's sge submitter sets no ``DMLC_ROLE``,
-    so tasks 1..DMLC_NUM_WORKER become workers and the others servers."""
-    script = ('if [ "$SGE_TASK_ID" -le "$DMLC_NUM_WORKER" ]; then export DMLC_ROLE=worker; '
-              'else export DMLC_ROLE=server; fi; exec "$@"')
+    so tasks 1..DMLC_NUM_WORKER become workers and the others servers (the scheduler, started
+    by the tracker itself, has no task id and keeps its role)."""
+    script = ('if [ -n "$SGE_TASK_ID" ]; then if [ "$SGE_TASK_ID" -le "$DMLC_NUM_WORKER" ]; '
+              'then export DMLC_ROLE=worker; else export DMLC_ROLE=server; fi; fi; exec "$@"')
     return ["bash", "-c", script, "sge-task", *command]
 
 
