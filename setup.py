@@ -33,6 +33,8 @@ setup(
         "crf": ["pydensecrf2==1.1"],
         # The newest pair that works with numpy < 1.24 and MXNet's opset-13 converter.
         "onnx": ["onnx==1.16.2", "onnxruntime==1.31.1"],
+        # dmlc_tracker's Kubernetes submitter (gluon-deeplab-launch --launcher kubernetes).
+        "kubernetes": ["kubernetes==37.0.2"],
     },
     entry_points={
         "console_scripts": [
@@ -41,6 +43,7 @@ setup(
             "gluon-deeplab-predict=gluon_deeplab.evaluation.predict:main",
             "gluon-deeplab-ensemble=gluon_deeplab.evaluation.ensemble:main",
             "gluon-deeplab-env=gluon_deeplab.env:main",
+            "gluon-deeplab-launch=gluon_deeplab.training.launch_cli:main",
         ],
     },
 )
