@@ -20,10 +20,13 @@ setup(
         "matplotlib>=3.5",
     ],
     extras_require={
-        "test": ["pytest>=7", "ruff>=0.5"],
+        # tensorboard: its EventAccumulator reads the event files back in the tests.
+        "test": ["pytest>=7", "ruff>=0.5", "tensorboard==2.21.0"],
         "crf": ["pydensecrf2==1.1"],
         # The newest pair that works with numpy < 1.24 and MXNet's opset-13 converter.
         "onnx": ["onnx==1.16.2", "onnxruntime==1.31.1"],
+        # Writes the event files (numpy < 1.24 and onnx's protobuf are fine with it).
+        "tensorboard": ["tensorboardX==2.6.5"],
     },
     entry_points={
         "console_scripts": [

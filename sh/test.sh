@@ -3,6 +3,6 @@
 set -eu
 cd "$(dirname "$0")/.."
 # The optional extras are installed too, so the CRF and ONNX tests run rather than skip.
-sh sh/setup_env.sh test,crf,onnx
+sh sh/setup_env.sh test,crf,onnx,tensorboard
 .venv/bin/python -m ruff check gluon_deeplab scripts tests
 exec .venv/bin/python -m pytest -q "$@"

@@ -8,6 +8,7 @@ import sys
 
 import mxnet as mx
 import numpy as np
+import pytest
 
 from gluon_deeplab.checkpoint import load_checkpoint
 from gluon_deeplab.data import make_synthetic_dataset
@@ -16,7 +17,7 @@ from gluon_deeplab.training.launch import launch_local, with_dist_kvstore
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_two_dist_sync_workers_stay_identical_and_only_rank0_writes(tmp_path):
+def test_two_dist_sync_workers_stay_identical_and_only_rank0_writes(tmp_path, read_tensorboard):
     data_dir = str(tmp_path / "data")
     make_synthetic_dataset(data_dir, num_train=8, num_val=2, size=(48, 64), num_classes=3, seed=0)
     out = tmp_path / "run"
@@ -43,3 +44,6 @@ def test_two_dist_sync_workers_stay_identical_and_only_rank0_writes(tmp_path):
         records = [json.loads(line) for line in f]
     assert [r["kind"] for r in records] == ["start", "train", "train", "train"]
     assert records[0]["workers"] == 2
+    assert len(os.listdir(out / "tensorboard")) == 1  # one writer: the chief's
+    speed = read_tensorboard(out / "tensorboard")["scalars"]["train/images_per_second"]
+    assert speed == pytest.approx([(r["iteration"], 2 * 2 * r["it_per_s"]) for r in records[1:]])
