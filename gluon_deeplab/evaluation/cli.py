@@ -154,9 +154,9 @@ def run_eval(args: Union[argparse.Namespace, Dict[str, Any]]) -> Dict[str, Any]:
     ctxs = resolve_contexts(args.gpus)
     _check_outputs(args)
     crf = crf_from_args(args)
-    board = args.tensorboard
-    if board and tensorboard_missing():
-        print(tensorboard_missing(), flush=True)
+    board, missing = args.tensorboard, args.tensorboard and tensorboard_missing()
+    if missing:  # the evaluation goes on; one line says how to get the event files
+        print(missing, flush=True)
         board = None
     model = load_inference_model(args.checkpoint, args.exported, ctxs, args.output_stride)
     source = args.checkpoint or args.exported
