@@ -165,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "where the tensorboard extra is installed: pip install -e "
                         ".[tensorboard])")
     g.add_argument("--no_tensorboard", dest="tensorboard", action="store_false",
-                   help="no TensorBoard event files")
+                   help="write no TensorBoard event files (the default writes them)")
     return p
 
 
