@@ -140,3 +140,24 @@ def no_mxnet_path(tmp_path_factory):
         if not (name == "mxnet" or name.startswith("mxnet-") or name.endswith(".pth")):
             os.symlink(os.path.join(site, name), folder / name)
     return os.pathsep.join([repo, str(folder)])
+
+
+@pytest.fixture
+def read_tensorboard():
+    """A reader (event file or folder) -> {"scalars": {tag: [(step, value)]}, "images": {tag:
+    [ImageEvent]}, "text": {tag: [(step, str)]}}, through TensorBoard's own EventAccumulator
+    (skips without the tensorboard package of the [test] extra)."""
+    pytest.importorskip("tensorboard", reason="reading event files needs tensorboard ([test])")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    def read(path):
+        acc = EventAccumulator(str(path), size_guidance={"scalars": 0, "images": 0,
+                                                         "tensors": 0})
+        acc.Reload()
+        tags = acc.Tags()
+        return {"scalars": {t: [(e.step, e.value) for e in acc.Scalars(t)]
+                            for t in tags["scalars"]},
+                "images": {t: acc.Images(t) for t in tags["images"]},
+                "text": {t: [(e.step, e.tensor_proto.string_val[0].decode("utf-8"))
+                             for e in acc.Tensors(t)] for t in tags["tensors"]}}
+    return read

@@ -84,7 +84,8 @@ def test_dmlc_tracker_fails_unpatched_and_runs_patched(tmp_path):
     assert failure is not None and "exited with code 1" in failure
 
 
-def test_two_local_workers_train_through_the_tracker_as_the_old_launcher_did(tmp_path, data_dir):
+def test_two_local_workers_train_through_the_tracker_as_the_old_launcher_did(tmp_path, data_dir,
+                                                                             read_tensorboard):
     out = tmp_path / "run"
     start = time.monotonic()
     result = run_launch(TWO_WORKERS, train_flags(data_dir, str(out), 3), launch_env(tmp_path))
@@ -105,6 +106,10 @@ def test_two_local_workers_train_through_the_tracker_as_the_old_launcher_did(tmp
         records = [json.loads(line) for line in f]
     assert [r["kind"] for r in records] == ["start", "train", "train", "train"]
     assert records[0]["workers"] == 2
+    assert len(os.listdir(out / "tensorboard")) == 1  # one writer: the chief's
+    speed = read_tensorboard(out / "tensorboard")["scalars"]["train/images_per_second"]
+    assert [step for step, _ in speed] == [1, 2, 3]  # 2 workers x batch 2 images a step:
+    assert [v for _, v in speed] == pytest.approx([4 * r["it_per_s"] for r in records[1:]])
     print(f"2 workers + 1 server, 3 iterations through dmlc_tracker: {seconds:.1f} s")
 
 

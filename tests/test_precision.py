@@ -180,7 +180,8 @@ def _amp_train(setup: str, root: str, out: str, max_iter: int):
     return result.stdout
 
 
-def _check_amp_run_resumes_and_exports(setup, expected_line, trained_synthetic, tmp_path):
+def _check_amp_run_resumes_and_exports(setup, expected_line, trained_synthetic, tmp_path,
+                                       read_tensorboard):
     root = trained_synthetic[0]
     out = str(tmp_path / "run")
     stdout = _amp_train(setup, root, out, 6)
@@ -188,8 +189,11 @@ def _check_amp_run_resumes_and_exports(setup, expected_line, trained_synthetic, 
     stdout = _amp_train(setup, root, out, 12)  # resumes from checkpoint-6
     assert "resuming from" in stdout
     with open(os.path.join(out, "log.jsonl"), encoding="utf-8") as f:
-        losses = [r["loss"] for r in map(json.loads, f) if r["kind"] == "train"]
+        records = [r for r in map(json.loads, f) if r["kind"] == "train"]
+    losses = [r["loss"] for r in records]
     assert len(losses) == 12 and all(np.isfinite(losses))
+    board = read_tensorboard(os.path.join(out, "tensorboard"))["scalars"]
+    assert board["train/amp_loss_scale"] == [(r["iteration"], r["loss_scale"]) for r in records]
     assert np.mean(losses[-3:]) < np.mean(losses[:3])
     final = os.path.join(out, "final.params")
     ckpt = load_checkpoint(final)
@@ -203,15 +207,16 @@ def _check_amp_run_resumes_and_exports(setup, expected_line, trained_synthetic, 
 
 
 def test_amp_machinery_trains_resumes_and_exports_with_loss_scaling(trained_synthetic,
-                                                                    tmp_path):
+                                                                    tmp_path, read_tensorboard):
     _check_amp_run_resumes_and_exports(_PLUMBING, "AMP: float16 with dynamic loss scaling",
-                                       trained_synthetic, tmp_path)
+                                       trained_synthetic, tmp_path, read_tensorboard)
 
 
 @needs_bf16
-def test_amp_bf16_training_loss_falls_resumes_and_exports(trained_synthetic, tmp_path):
+def test_amp_bf16_training_loss_falls_resumes_and_exports(trained_synthetic, tmp_path,
+                                                          read_tensorboard):
     _check_amp_run_resumes_and_exports("", "AMP: bfloat16 on cpu(0)", trained_synthetic,
-                                       tmp_path)
+                                       tmp_path, read_tensorboard)
 
 
 def test_train_sh_amp_1_trains_with_amp_or_refuses_in_one_line(tmp_path):
