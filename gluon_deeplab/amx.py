@@ -181,8 +181,12 @@ def enable() -> AmxStatus:
         warnings.warn(decision.warning, RuntimeWarning, stacklevel=2)
     status_ = decision.status
     if decision.set_variable:
-        latch_max_isa(AMX_ISA)
-        if mxnet_first:
+        try:
+            latch_max_isa(AMX_ISA)
+        except Exception as err:  # an optional speed-up must not break the import
+            line = (str(err).strip().splitlines() or [type(err).__name__])[-1]
+            status_ = AmxStatus(False, f"oneDNN could not be set up for AMX ({line})")
+        if mxnet_first and status_.enabled:
             status_ = AmxStatus(True, f"{status_.reason} (mxnet was imported before "
                                       "gluon_deeplab: AMX only if no oneDNN operator ran yet)")
     _status = status_

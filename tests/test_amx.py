@@ -158,6 +158,16 @@ def test_enable_latches_amx_and_leaves_no_variable_behind(monkeypatch):
     assert amx.ISA_VARIABLE not in os.environ
 
 
+def test_enable_survives_a_failing_latch_with_amx_off(monkeypatch):
+    def failing(value):
+        os.environ.pop(amx.ISA_VARIABLE, None)
+        raise RuntimeError("no oneDNN")
+
+    _enable_with(monkeypatch, AMX_CPU, {})
+    monkeypatch.setattr(amx, "latch_max_isa", failing)
+    assert amx.enable() == (False, "oneDNN could not be set up for AMX (no oneDNN)")
+
+
 def test_enable_keeps_the_users_variable_and_reports_refusals(monkeypatch):
     status, latched = _enable_with(monkeypatch, AMX_CPU, {amx.ISA_VARIABLE: "AVX512_CORE_AMX"})
     assert status.enabled and not latched and os.environ[amx.ISA_VARIABLE] == "AVX512_CORE_AMX"
