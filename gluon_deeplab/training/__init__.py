@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..devices import resolve_contexts
 from .bench import benchmark_training
-from .checkpoints import latest_checkpoint, list_checkpoints, prune_checkpoints
+from .run_folder import latest_checkpoint, list_checkpoints, prune_checkpoints
 from .cli import build_parser, main
 from .config import TrainConfig
 from .errors import TrainingDiverged, TrainingError

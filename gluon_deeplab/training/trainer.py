@@ -30,7 +30,7 @@ from ..models import (
     recorded_head_settings,
     resolve_pretrained,
 )
-from .checkpoints import (
+from .run_folder import (
     BEST,
     FINAL,
     RUN_ID,
