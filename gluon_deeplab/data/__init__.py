@@ -21,23 +21,36 @@ from .datasets import (
     voc_dataset,
 )
 from .io import DataError, read_image, read_label_mat, read_label_png
-from .loader import SeededBatchSampler, SegmentationLoader, benchmark_loader, make_dataloader
+from .loader import (
+    SeededBatchSampler,
+    SegmentationLoader,
+    SharedMemoryError,
+    benchmark_loader,
+    check_shared_memory,
+    default_num_workers,
+    make_dataloader,
+)
 from .synthetic import make_sample, make_synthetic_dataset, synthetic_classes
 from .transforms import (
     IGNORE_LABEL,
     MEAN,
+    PAD_COLOUR,
+    PAD_ERROR,
     STD,
     TrainTransform,
     ValTransform,
     normalize,
+    normalize_batch,
     normalize_numpy,
     to_ndarray,
 )
 
 __all__ = [
     "DATASET_NAMES", "VOC_CLASSES", "check_disjoint", "default_data_dir", "gluoncv_voc_root",
-    "read_label_any", "train_val_datasets", "IGNORE_LABEL", "MEAN", "STD", "DataError",
-    "SegmentationDataset", "SeededBatchSampler", "SegmentationLoader", "TrainTransform",
+    "read_label_any", "train_val_datasets", "IGNORE_LABEL", "MEAN", "PAD_COLOUR", "PAD_ERROR",
+    "STD", "DataError", "SegmentationDataset", "SeededBatchSampler", "SegmentationLoader",
+    "SharedMemoryError", "TrainTransform", "check_shared_memory", "default_num_workers",
+    "normalize_batch",
     "ValTransform", "benchmark_loader", "folder_dataset", "get_dataset", "make_dataloader",
     "make_sample", "make_synthetic_dataset", "normalize", "normalize_numpy", "read_image",
     "read_label_mat", "read_label_png", "read_list", "sbd_dataset", "synthetic_classes",

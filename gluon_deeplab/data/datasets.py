@@ -122,8 +122,9 @@ class SegmentationDataset(Dataset):
                               stacklevel=2)
         raise DataError(f"{self.name}: every sample is bad ({len(self.skipped)} skipped)")
 
-    def get_numpy(self, key: Key) -> Tuple[np.ndarray, np.ndarray]:
-        """Transformed sample as numpy (image float32 3 x H x W, label float32 H x W)."""
+    def get_numpy(self, key: Key, raw: bool = False) -> Tuple[np.ndarray, np.ndarray]:
+        """Transformed sample as numpy (image float32 3 x H x W, label float32 H x W); in
+        train mode ``raw`` gives the same crop as uint8 image and label (loader batches)."""
         if isinstance(key, (tuple, list)):
             index, seed = key
             rng = np.random.default_rng(seed)
@@ -133,7 +134,7 @@ class SegmentationDataset(Dataset):
         if index < 0:
             index += len(self)
         image, label = self._load_or_skip(index)
-        return self.transform(image, label, rng)
+        return self.transform(image, label, rng, raw=raw)
 
     def __getitem__(self, key: Key) -> Tuple[mx.nd.NDArray, mx.nd.NDArray]:
         image, label = self.get_numpy(key)

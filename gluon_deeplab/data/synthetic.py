@@ -12,7 +12,7 @@ from __future__ import annotations
 import colorsys
 import json
 import os
-from typing import Sequence, Tuple, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -122,8 +122,12 @@ def _size(size: Union[int, Sequence[int]]) -> Tuple[int, int]:
 
 def make_synthetic_dataset(root: str, num_train: int = 40, num_val: int = 10,
                            size: Union[int, Sequence[int]] = (128, 160), num_classes: int = 5,
-                           seed: int = 0) -> str:
+                           seed: int = 0,
+                           val_sizes: Optional[Sequence[Sequence[int]]] = None) -> str:
     """Write a synthetic set in the VOC layout under ``root``; returns ``root``.
+
+    Every image is ``size``, except that val image k is ``val_sizes[k % len(val_sizes)]`` when
+    given (many sizes, as in VOC val, for evaluation benchmarks).
 
     Files: ``JPEGImages/*.jpg``, ``SegmentationClass/*.png`` (VOC palette), ``ImageSets/
     Segmentation/{train,val,trainval}.txt`` and ``synthetic.json`` (written last: a set without it
@@ -136,6 +140,10 @@ def make_synthetic_dataset(root: str, num_train: int = 40, num_val: int = 10,
         raise ValueError(f"num_train and num_val must be >= 1, got {num_train}, {num_val}")
     if h < 8 or w < 8:
         raise ValueError(f"size must be at least 8x8, got {h}x{w}")
+    sizes = [(h, w)] * num_train + [_size(val_sizes[k % len(val_sizes)]) if val_sizes else (h, w)
+                                    for k in range(num_val)]
+    if min(min(hw) for hw in sizes) < 8:
+        raise ValueError(f"val_sizes must be at least 8x8, got {val_sizes}")
     meta_path = os.path.join(root, META_FILE)
     if os.path.isdir(root) and os.listdir(root) and not os.path.isfile(meta_path):
         raise DataError(f"{root}: folder is not empty and holds no synthetic set; "
@@ -153,7 +161,7 @@ def make_synthetic_dataset(root: str, num_train: int = 40, num_val: int = 10,
               "val": [f"synth_{i:06d}" for i in range(num_train, num_train + num_val)]}
     splits["trainval"] = splits["train"] + splits["val"]
     for i, sid in enumerate(splits["trainval"]):
-        image, label = make_sample(i, (h, w), num_classes, seed)
+        image, label = make_sample(i, sizes[i], num_classes, seed)
         Image.fromarray(image).save(os.path.join(image_dir, sid + ".jpg"), quality=95)
         save_mask(label, os.path.join(label_dir, sid + ".png"))
     for split, ids in splits.items():
@@ -162,6 +170,8 @@ def make_synthetic_dataset(root: str, num_train: int = 40, num_val: int = 10,
     meta = {"format": FORMAT, "version": 1, "num_classes": num_classes,
             "classes": synthetic_classes(num_classes), "seed": seed, "num_train": num_train,
             "num_val": num_val, "size": [h, w]}
+    if val_sizes:
+        meta["val_sizes"] = [list(hw) for hw in sizes[num_train:]]
     with open(meta_path, "w", encoding="utf-8") as f:
         json.dump(meta, f, indent=1)
     return root

@@ -2,8 +2,9 @@
 
 from .colormap import colorize, mask_image, save_mask, voc_colormap
 from .crf import DenseCRF, crf_available
-from .inference import evaluate, predict_probabilities, predict_probabilities_nd
+from .inference import predict_probabilities, predict_probabilities_nd
 from .metrics import ConfusionMatrix
+from .split import evaluate
 from .visualize import overlay, panel, save_rgb
 
 __all__ = [

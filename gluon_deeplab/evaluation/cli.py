@@ -18,8 +18,9 @@ from ..devices import resolve_contexts
 from ..paths import check_writable
 from ..tensorboard import tensorboard_missing, write_evaluation
 from .crf import DenseCRF
-from .inference import FUSIONS, evaluate
+from .inference import FUSIONS
 from .loading import load_inference_model
+from .split import evaluate
 
 METRIC_NAMES = ("pixel_accuracy", "mean_accuracy", "miou", "fwiou")
 
@@ -48,6 +49,11 @@ def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
                         help="sliding-window size for scaled images larger than this "
                              "(default: whole image at once)")
     parser.add_argument("--gpus", default="", help="GPU ids, e.g. 0,1 (empty: CPU)")
+    parser.add_argument("--no_buckets", action="store_true",
+                        help="pad each image to its own output_stride*k+1 (one graph shape per "
+                             "image size, as before) instead of a few bucket sizes (385, 513, "
+                             "...), which change the context at the border and the image "
+                             "pooling a little")
 
 
 def add_crf_arguments(parser: argparse.ArgumentParser) -> None:
@@ -95,8 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="label value excluded from the metrics")
     add_inference_arguments(parser)
     add_crf_arguments(parser)
-    parser.add_argument("--num_workers", type=int, default=0,
-                        help="worker processes decoding images (0: in the main process)")
+    parser.add_argument("--num_workers", type=int, default=None,
+                        help="threads decoding images ahead of the devices (default: 4 per "
+                             "device, at most the CPU count; 0: in the main thread)")
     parser.add_argument("--max_images", type=int, default=None,
                         help="evaluate only the first N images (quick checks)")
     parser.add_argument("--save_predictions", default=None, metavar="DIR",
@@ -119,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _check_counts(args: argparse.Namespace) -> None:
     if args.max_images is not None and args.max_images < 1:
         raise ValueError(f"--max_images: expected an integer >= 1, got {args.max_images}")
-    if args.num_workers < 0:
+    if args.num_workers is not None and args.num_workers < 0:
         raise ValueError(f"--num_workers: expected an integer >= 0, got {args.num_workers}")
 
 
@@ -176,7 +183,7 @@ def run_eval(args: Union[argparse.Namespace, Dict[str, Any]]) -> Dict[str, Any]:
                           fusion=args.fusion, crf=crf, progress=not args.no_progress,
                           max_images=args.max_images, save_dir=args.save_predictions,
                           crop_size=args.crop_size, save_probabilities=args.save_probabilities,
-                          num_workers=args.num_workers)
+                          num_workers=args.num_workers, buckets=not args.no_buckets)
     num_images = len(dataset) if args.max_images is None else min(len(dataset), args.max_images)
     result = {name: metrics[name] for name in METRIC_NAMES}
     result.update({
@@ -193,6 +200,7 @@ def run_eval(args: Union[argparse.Namespace, Dict[str, Any]]) -> Dict[str, Any]:
         "split": args.split,
         "settings": {"output_stride": model.output_stride, "scales": scales,
                      "flip": args.flip, "fusion": args.fusion, "crop_size": args.crop_size,
+                     "buckets": not args.no_buckets,
                      "crf": crf.config() if crf else None, "contexts": [str(c) for c in ctxs]},
     })
     if args.output:

@@ -100,8 +100,9 @@ def predict_images(net: Callable, images: Sequence[str], output_dir: str,
                    flip: bool = False, fusion: str = "mean", crop_size: Optional[int] = None,
                    label_dir: Optional[str] = None, crf: Optional[Callable] = None,
                    save_probabilities: bool = False, alpha: float = 0.5,
-                   overwrite: bool = False) -> List[Dict[str, str]]:
-    """Predict every image (round-robin over ``ctxs``) and write mask, overlay and panel."""
+                   overwrite: bool = False, buckets: bool = True) -> List[Dict[str, str]]:
+    """Predict every image (round-robin over ``ctxs``) and write mask, overlay and panel;
+    ``buckets``: as in :func:`gluon_deeplab.evaluation.predict_probabilities`."""
     ctxs = list(ctxs)
     _check_outputs(images, output_dir, overwrite, save_probabilities)
     labels = label_paths(images, label_dir)
@@ -111,7 +112,7 @@ def predict_images(net: Callable, images: Sequence[str], output_dir: str,
         for path, ctx in zip(images[first:first + len(ctxs)], ctxs):
             rgb = read_image(path)
             prob = predict_probabilities_nd(net, normalize(rgb), ctx, scales, flip, fusion,
-                                            crop_size)
+                                            crop_size, buckets)
             queued.append((path, rgb, prob))
         for path, rgb, prob in queued:
             prob = prob.asnumpy()
@@ -171,7 +172,7 @@ def run_predict(args: argparse.Namespace) -> List[Dict[str, str]]:
                           fusion=args.fusion, crop_size=args.crop_size,
                           label_dir=args.label_dir, crf=crf,
                           save_probabilities=args.save_probabilities, alpha=args.alpha,
-                          overwrite=args.overwrite)
+                          overwrite=args.overwrite, buckets=not args.no_buckets)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:

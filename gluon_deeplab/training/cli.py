@@ -109,7 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--ignore_label", type=int, default=D.ignore_label,
                    help="label value of unlabelled pixels in the dataset's label files")
     g.add_argument("--num_workers", type=_non_negative_int, default=D.num_workers,
-                   help="data loading processes (0: in the training process)")
+                   help="data loading processes (0: in the training process; default: 4 per "
+                        "device, at most the CPU count)")
 
     g = p.add_argument_group("schedule")
     g.add_argument("--max_iter", type=_positive_int, default=D.max_iter,

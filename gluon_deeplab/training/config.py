@@ -46,7 +46,7 @@ class TrainConfig:
     val_data_dir: Optional[str] = None
     crop_size: int = 513
     ignore_label: int = 255
-    num_workers: int = 4
+    num_workers: Optional[int] = None  # None: default_num_workers(number of devices)
     # schedule
     max_iter: Optional[int] = None
     train_epochs: Optional[float] = None
@@ -96,7 +96,8 @@ class TrainConfig:
                      "log_interval"):
             _check_int(name, getattr(self, name), 1)
         for name in ("num_workers", "cpu_devices", "val_interval"):
-            _check_int(name, getattr(self, name), 0)
+            if name != "num_workers" or self.num_workers is not None:
+                _check_int(name, getattr(self, name), 0)
         if self.resume is not None and str(self.resume).strip().lower() in NO_RESUME:
             self.resume = None
         self._check_length()

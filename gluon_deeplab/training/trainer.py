@@ -20,7 +20,7 @@ from ..checkpoint import (
     restore_trainer_states,
     save_checkpoint,
 )
-from ..data import default_data_dir, make_dataloader, train_val_datasets
+from ..data import default_data_dir, default_num_workers, make_dataloader, train_val_datasets
 from ..devices import resolve_contexts
 from ..evaluation import evaluate
 from ..models import (
@@ -178,6 +178,16 @@ def iterations_for_epochs(epochs: float, num_samples: int, batch_size: int,
     return max(1, math.ceil(epochs * num_samples / (batch_size * num_workers)))
 
 
+def _loader_workers(args: TrainConfig, num_devices: int, say) -> int:
+    """--num_workers, or by default 4 per device (at most the CPU count), said once."""
+    if args.num_workers is not None:
+        return args.num_workers
+    count = default_num_workers(num_devices)
+    say(f"data loading: {count} worker processes (4 per device, at most the CPU count; "
+        "--num_workers sets it)")
+    return count
+
+
 def _metrics_record(metrics: Dict[str, Any], iteration: int) -> Dict[str, Any]:
     return {"kind": "val", "iteration": iteration, **metrics}
 
@@ -308,7 +318,8 @@ def _train(args: TrainConfig, ctxs, dist: _Distributed,
     if not trained:
         say(f"{resume_path} is at iteration {start} >= --max_iter {max_iter}: nothing to do")
     else:
-        loader = make_dataloader(train_set, args.batch_size, num_workers=args.num_workers,
+        loader = make_dataloader(train_set, args.batch_size,
+                                 num_workers=_loader_workers(args, len(ctxs), say),
                                  seed=args.seed, start_iteration=start,
                                  num_iterations=max_iter - start,
                                  shard=(dist.rank, dist.num_workers))
