@@ -18,6 +18,7 @@ import mxnet as mx
 from mxnet.gluon import HybridBlock, SymbolBlock, nn
 
 from .cpuinfo import cpu_flags, cpu_name
+from .errors import error_line
 
 AVX512_CORE = frozenset({"avx512f", "avx512bw", "avx512vl", "avx512dq"})
 NATIVE_BF16 = frozenset({"avx512_bf16", "amx_bf16"})
@@ -47,7 +48,7 @@ def _bf16_probe() -> Optional[str]:
     try:
         out = to_bf16(net)(x).asnumpy()
     except mx.base.MXNetError as err:
-        return str(err).strip().splitlines()[-1]
+        return error_line(err)
     if abs(out - expected).max() > 0.05 * max(1.0, abs(expected).max()):
         return "a bf16 convolution gave wrong results"
     return None
@@ -70,11 +71,6 @@ def bf16_support() -> Bf16Support:
                                        f"({', '.join(sorted(flags & NATIVE_BF16))})")
     return Bf16Support(True, False, f"{cpu_name()}: bf16 emulated on AVX-512 (no avx512_bf16 "
                                     "or amx_bf16): correct but likely slower than fp32")
-
-
-def bf16_supported() -> bool:
-    """True where MXNet can run bfloat16 convolutions on this CPU."""
-    return bf16_support().ok
 
 
 def require_bf16(flag: str) -> Bf16Support:

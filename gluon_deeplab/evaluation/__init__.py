@@ -1,7 +1,7 @@
 """Evaluation and prediction: metrics, multi-scale inference, colour map, CRF, ensembles."""
 
 from .colormap import colorize, mask_image, save_mask, voc_colormap
-from .crf import DenseCRF, crf_available
+from .crf import DenseCRF
 from .inference import evaluate, predict_probabilities, predict_probabilities_nd
 from .metrics import ConfusionMatrix
 from .visualize import overlay, panel, save_rgb
@@ -10,7 +10,6 @@ __all__ = [
     "ConfusionMatrix",
     "DenseCRF",
     "colorize",
-    "crf_available",
     "evaluate",
     "mask_image",
     "overlay",
