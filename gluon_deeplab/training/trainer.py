@@ -141,7 +141,8 @@ def _datasets(args: TrainConfig):
         args.dataset, args.data_dir, train_split,
         args.val_split if args.val_interval > 0 else None, val_dataset=args.val_dataset,
         val_data_dir=args.val_data_dir, crop_size=args.crop_size,
-        num_classes=args.num_classes, ignore_label=args.ignore_label)
+        num_classes=args.num_classes, ignore_label=args.ignore_label,
+        folder_options=args.folder_options())
 
 
 def _pretrained_weights(args: TrainConfig, resume_path: Optional[str],
