@@ -29,10 +29,15 @@ setup(
     ],
     extras_require={
         **MXNET_EXTRAS,
-        "test": ["pytest>=7", "ruff>=0.5"],
+        # tensorboard: its EventAccumulator reads the event files back in the tests.
+        "test": ["pytest>=7", "ruff>=0.5", "tensorboard==2.21.0"],
         "crf": ["pydensecrf2==1.1"],
         # The newest pair that works with numpy < 1.24 and MXNet's opset-13 converter.
         "onnx": ["onnx==1.16.2", "onnxruntime==1.31.1"],
+        # dmlc_tracker's Kubernetes submitter (gluon-deeplab-launch --launcher kubernetes).
+        "kubernetes": ["kubernetes==37.0.2"],
+        # Writes the event files (numpy < 1.24 and onnx's protobuf are fine with it).
+        "tensorboard": ["tensorboardX==2.6.5"],
     },
     entry_points={
         "console_scripts": [
@@ -44,8 +49,8 @@ setup(
             "gluon-deeplab-bench=gluon_deeplab.deploy.cli:bench_command",
             "gluon-deeplab-download-voc=gluon_deeplab.data.download:main",
             "gluon-deeplab-make-synthetic=gluon_deeplab.data.synthetic:main",
-            "gluon-deeplab-launch=gluon_deeplab.training.launch_cli:main",
             "gluon-deeplab-env=gluon_deeplab.env:main",
+            "gluon-deeplab-launch=gluon_deeplab.training.launch_cli:main",
         ],
     },
 )

@@ -14,6 +14,7 @@ import importlib.util
 import sys
 from typing import Any, List
 
+from . import amx
 from .mxnet_builds import MXNET_MISSING
 
 __version__ = "0.1.0"
@@ -37,6 +38,9 @@ class _MXNetMissing(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
 if importlib.util.find_spec("mxnet") is None:
     sys.meta_path.append(_MXNetMissing())
+
+# Before MXNet's first oneDNN primitive: ask Linux for the AMX tile state (see amx.py).
+amx.enable()
 
 
 def __getattr__(name: str) -> Any:

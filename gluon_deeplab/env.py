@@ -18,6 +18,8 @@ import shutil
 import sys
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
+from . import amx
+from .amx import AmxStatus
 from .cli_help import DefaultsHelpFormatter
 from .cpuinfo import cpu_flags, cpu_name
 from .errors import error_line
@@ -75,10 +77,12 @@ def gpu_section(query: Optional[str], header: Optional[str],
 
 
 def cpu_section(cpuinfo: str = "/proc/cpuinfo",
-                environ: Optional[Mapping[str, str]] = None) -> Dict[str, Any]:
-    """The CPU: model, logical CPUs (and how many this process may use), OMP_NUM_THREADS, and
-    the bf16 and AMX flags. More CPU fields belong here (one dict per section)."""
+                environ: Optional[Mapping[str, str]] = None,
+                amx_status: Optional[AmxStatus] = None) -> Dict[str, Any]:
+    """The CPU: model, logical CPUs (and how many this process may use), OMP_NUM_THREADS, the
+    bf16 and AMX flags, and whether oneDNN may use AMX in this process, and why (or why not)."""
     environ = os.environ if environ is None else environ
+    amx_on, amx_reason = amx_status or amx.status()
     flags = cpu_flags(cpuinfo)
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
     return {
@@ -88,6 +92,7 @@ def cpu_section(cpuinfo: str = "/proc/cpuinfo",
         "OMP_NUM_THREADS": environ.get("OMP_NUM_THREADS"),
         "bf16_flags": [f for f in BF16_FLAGS if f in flags],
         "amx_flags": [f for f in AMX_FLAGS if f in flags],
+        "amx": f"{'on' if amx_on else 'off'} ({amx_reason})",
     }
 
 

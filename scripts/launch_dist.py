@@ -1,6 +1,7 @@
 #!/usr/bin/env python
-"""Distributed training: see ``python scripts/launch_dist.py --help`` (same as
-``gluon-deeplab-launch``)."""
+"""Distributed training through MXNet's tracker: ``python scripts/launch_dist.py --help``
+(same as ``gluon-deeplab-launch``), e.g.
+``python scripts/launch_dist.py --launcher mpi -n 2 -s 1 -- --dataset synthetic ...``."""
 
 from __future__ import annotations
 

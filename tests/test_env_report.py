@@ -10,6 +10,8 @@ import sys
 
 import mxnet as mx
 
+from gluon_deeplab import amx
+from gluon_deeplab.amx import AmxStatus
 from gluon_deeplab.data import gluoncv_voc_root
 from gluon_deeplab.env import (
     cpu_section,
@@ -70,6 +72,15 @@ def test_the_cpu_section_reads_bf16_and_amx_flags_and_omp_threads(tmp_path):
     plain = cpu_section(str(tmp_path / "missing"), {})
     assert plain["bf16_flags"] == [] and plain["amx_flags"] == []
     assert plain["OMP_NUM_THREADS"] is None and plain["model"] == "unknown CPU"
+
+
+def test_the_cpu_section_says_whether_amx_is_on_and_why():
+    on = cpu_section(amx_status=AmxStatus(True, "kernel granted the AMX tile state"))
+    assert on["amx"] == "on (kernel granted the AMX tile state)"
+    off = cpu_section(amx_status=AmxStatus(False, "GLUON_DEEPLAB_AMX=0"))
+    assert off["amx"] == "off (GLUON_DEEPLAB_AMX=0)"
+    enabled, reason = amx.status()  # this process's own decision, as the report prints it
+    assert cpu_section()["amx"] == f"{'on' if enabled else 'off'} ({reason})"
 
 
 def test_the_paths_section_finds_backbones_and_voc_in_mxnet_home(tmp_path, monkeypatch):

@@ -30,7 +30,6 @@ from gluon_deeplab.training import (
     prune_checkpoints,
     train,
 )
-from gluon_deeplab.training.launch import read_hosts, ssh_commands, with_dist_kvstore
 
 BN_SUFFIXES = ("gamma", "beta", "running_mean", "running_var")
 
@@ -373,27 +372,3 @@ def test_prune_keeps_the_newest_checkpoints_and_never_best_or_final(tmp_path):
                                                       "checkpoint-00000200.params"]
     assert sorted(os.listdir(tmp_path)) == ["best.params", "checkpoint-00000300.params",
                                             "final.params", "other.txt"]
-
-
-# -- distributed launcher (the run itself: tests/test_dist.py) -------------------------------
-def test_launcher_commands_set_the_parameter_server_environment(tmp_path):
-    assert with_dist_kvstore(["--max_iter", "5"]) == ["--max_iter", "5", "--kvstore", "dist_sync"]
-    with pytest.raises(ValueError, match="--kvstore device"):
-        with_dist_kvstore(["--kvstore", "device"])
-    hosts_file = tmp_path / "hosts.txt"
-    hosts_file.write_text("# cluster\nnode1\nnode2  # second\n\n")
-    hosts = read_hosts(str(hosts_file))
-    assert hosts == ["node1", "node2"]
-    commands = ssh_commands(hosts, ["python3", "scripts/train.py", "--kvstore", "dist_sync"],
-                            port=9100, workdir="/shared/gd")
-    assert len(commands) == 1 + 2 + 2  # scheduler, servers, workers
-    assert commands[0].startswith("ssh -o StrictHostKeyChecking=no node1 ")
-    assert "DMLC_ROLE=scheduler" in commands[0]
-    for command in commands:
-        for var in ("DMLC_PS_ROOT_URI=node1", "DMLC_PS_ROOT_PORT=9100", "DMLC_NUM_WORKER=2",
-                    "DMLC_NUM_SERVER=2", "cd /shared/gd"):
-            assert var in command
-    assert [c.split()[3] for c in commands if "DMLC_ROLE=worker" in c] == ["node1", "node2"]
-    with pytest.raises(ValueError, match="no host names"):
-        (tmp_path / "empty.txt").write_text("# nothing\n")
-        read_hosts(str(tmp_path / "empty.txt"))

@@ -19,6 +19,7 @@ from ..data.datasets import FOLDER_LAYOUT, add_folder_arguments
 from ..devices import resolve_contexts
 from ..models import OUTPUT_STRIDES
 from ..paths import check_writable
+from ..tensorboard import tensorboard_missing, write_evaluation
 from .crf import DenseCRF
 from .inference import FUSIONS, evaluate
 from .loading import load_inference_model
@@ -109,6 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "(used by scripts/ensemble.py to break ties)")
     parser.add_argument("--output", default=None, metavar="JSON",
                         help="write the metrics to this JSON file")
+    parser.add_argument("--tensorboard", default=None, metavar="DIR",
+                        help="also write the metrics and per-class IoU as TensorBoard scalars "
+                             "(eval/mIoU, eval/IoU/<class>, ...) at the model's iteration into "
+                             "DIR (needs pip install -e .[tensorboard])")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing --output file / --save_predictions folder")
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
@@ -137,6 +142,8 @@ def _check_outputs(args: argparse.Namespace) -> None:
         check_writable(args.output, "--output")
     if args.save_predictions:
         check_writable(args.save_predictions, "--save_predictions", folder=True)
+    if args.tensorboard:
+        check_writable(args.tensorboard, "--tensorboard", folder=True)
     if args.overwrite:
         return
     if args.output and os.path.exists(args.output):
@@ -162,6 +169,10 @@ def run_eval(args: Union[argparse.Namespace, Dict[str, Any]]) -> Dict[str, Any]:
     ctxs = resolve_contexts(args.gpus, verb="evaluate")
     _check_outputs(args)
     crf = crf_from_args(args)
+    board, missing = args.tensorboard, args.tensorboard and tensorboard_missing()
+    if missing:  # the evaluation goes on; one line says how to get the event files
+        print(missing, flush=True)
+        board = None
     model = load_inference_model(args.checkpoint, args.exported, ctxs, args.output_stride)
     source = args.checkpoint or args.exported
     what = f"checkpoint {source}" if args.checkpoint else f"exported model {source}"
@@ -205,6 +216,8 @@ def run_eval(args: Union[argparse.Namespace, Dict[str, Any]]) -> Dict[str, Any]:
         os.makedirs(folder, exist_ok=True)
         with open(args.output, "w", encoding="utf-8") as f:
             json.dump(result, f, indent=2)
+    if board:
+        write_evaluation(board, result)
     return result
 
 

@@ -153,6 +153,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--log_interval", type=_positive_int, default=D.log_interval,
                    help="write mean loss, lr and it/s to log.jsonl every N iterations")
     g.add_argument("--progress", type=_bool01, default=D.progress, help="1: show a progress bar")
+    g.add_argument("--tensorboard", action="store_true", default=D.tensorboard,
+                   help="write TensorBoard event files to OUTPUT_DIR/tensorboard/ (default: on "
+                        "where the tensorboard extra is installed: pip install -e "
+                        ".[tensorboard])")
+    g.add_argument("--no_tensorboard", dest="tensorboard", action="store_false",
+                   help="write no TensorBoard event files (the default writes them)")
     return p
 
 

@@ -74,6 +74,7 @@ class TrainConfig:
     val_interval: int = 1000
     log_interval: int = 10
     progress: int = 1
+    tensorboard: bool = True  # on where tensorboardX is installed
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> TrainConfig:

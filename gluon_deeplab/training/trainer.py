@@ -30,7 +30,14 @@ from ..models import (
     recorded_head_settings,
     resolve_pretrained,
 )
-from .checkpoints import (
+from .config import TrainConfig, as_config
+from .errors import TrainingDiverged, TrainingError
+from .lock import FolderLock
+from .loss import SegmentationLoss
+from .mixed_precision import describe_amp, init_amp, init_amp_trainer
+from .monitor import open_run_log, plot_curves
+from .optim import make_trainer
+from .run_folder import (
     BEST,
     FINAL,
     RUN_ID,
@@ -42,13 +49,6 @@ from .checkpoints import (
     run_id_of,
     same_run,
 )
-from .config import TrainConfig, as_config
-from .errors import TrainingDiverged, TrainingError
-from .lock import FolderLock
-from .loss import SegmentationLoss
-from .mixed_precision import describe_amp, init_amp, init_amp_trainer
-from .monitor import JsonlLog, plot_curves
-from .optim import make_trainer
 from .schedule import poly_lr
 from .step import (
     RunningStatsSync,
@@ -265,7 +265,7 @@ def _train(args: TrainConfig, ctxs, dist: _Distributed,
     sync_running_stats = RunningStatsSync(
         net, dist.kvstore if dist.num_workers > 1 else None, dist.num_workers)
     loss_fn = SegmentationLoss(train_set.ignore_label, args.aux_weight if args.aux else 0.0)
-    log = JsonlLog(os.path.join(out, LOG_FILE))
+    log = open_run_log(out, LOG_FILE, args.tensorboard and dist.chief, net, trainer, val_set)
     if dist.chief:
         if resume_path:
             log.truncate_after(start)
