@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Callable, FrozenSet, Mapping, NamedTuple, Optional, Tuple
 
 from .cpuinfo import cpu_flags
+from .errors import error_line
 
 SWITCH = "GLUON_DEEPLAB_AMX"
 ISA_VARIABLE = "DNNL_MAX_CPU_ISA"
@@ -162,8 +163,8 @@ def enable() -> AmxStatus:
         try:
             latch_max_isa(AMX_ISA)
         except Exception as err:  # an optional speed-up must not break the import
-            line = (str(err).strip().splitlines() or [type(err).__name__])[-1]
-            status_ = AmxStatus(False, f"oneDNN could not be set up for AMX ({line})")
+            status_ = AmxStatus(False, f"oneDNN could not be set up for AMX "
+                                       f"({error_line(err)})")
         if mxnet_first and status_.enabled:
             status_ = AmxStatus(True, f"{status_.reason} (mxnet was imported before "
                                       "gluon_deeplab: AMX only if no oneDNN operator ran yet)")

@@ -20,7 +20,9 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from . import amx
 from .amx import AmxStatus
+from .cli_help import DefaultsHelpFormatter
 from .cpuinfo import cpu_flags, cpu_name
+from .errors import error_line
 from .mxnet_builds import (
     MXNET_MISSING,
     build_of,
@@ -52,8 +54,8 @@ def mxnet_section() -> Dict[str, Any]:
     except ModuleNotFoundError:
         return {**section, "version": None, "error": MXNET_MISSING}
     except Exception as err:  # noqa: BLE001 - a CUDA build without its driver raises OSError
-        return {**section, "version": None, "error": f"import mxnet fails: "
-                f"{type(err).__name__}: {str(err).strip().splitlines()[0][:200]}"}
+        return {**section, "version": None,
+                "error": f"import mxnet fails: {error_line(err, with_type=True)}"}
     features = mx.runtime.Features()
     return {**section, "version": mx.__version__,
             "features": {name: bool(features.is_enabled(name)) for name in FEATURES}}
@@ -179,7 +181,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog="gluon-deeplab-env",
         description="Report MXNet, the GPUs, the CPU, the model and data folders and the "
-                    "package versions of this machine (for bug reports).")
+                    "package versions of this machine (for bug reports).",
+        formatter_class=DefaultsHelpFormatter)
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     args = parser.parse_args(argv)
     report = collect()

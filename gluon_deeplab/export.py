@@ -16,6 +16,7 @@ from typing import Any, Dict, Optional, Tuple
 import mxnet as mx
 from mxnet.gluon import HybridBlock, SymbolBlock
 
+from .errors import error_line
 from .paths import check_writable
 
 EXPORT_PROBE_SIZE = (64, 64)
@@ -27,7 +28,8 @@ def exported_files(prefix: str) -> Tuple[str, str]:
 
 
 def meta_path(prefix: str) -> str:
-    """The meta file written beside an export (``gluon_deeplab.deploy`` writes it)."""
+    """The meta file beside an export: :func:`export_model` writes the output stride and class
+    count into it, ``gluon_deeplab.deploy``'s ``write_meta`` then the full record over it."""
     return f"{prefix}-meta.json"
 
 
@@ -109,9 +111,8 @@ def load_exported(prefix: str, ctx: Optional[mx.Context] = None,
             warnings.simplefilter("ignore", UserWarning)
             block = SymbolBlock.imports(symbol_file, ["data"], params_file, ctx=ctx or mx.cpu())
     except (mx.base.MXNetError, AssertionError, ValueError, KeyError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ValueError(f"exported model {symbol_file} + {params_file} do not load together "
-                         f"({first})") from None
+                         f"({error_line(err)})") from None
     block.hybridize(static_alloc=True)
     if meta is None:
         meta = read_meta(prefix, required=False)

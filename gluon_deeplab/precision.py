@@ -22,6 +22,7 @@ from mxnet.gluon import HybridBlock, SymbolBlock, nn
 
 from . import amx
 from .cpuinfo import cpu_flags, cpu_name
+from .errors import error_line
 
 AVX512_CORE = frozenset({"avx512f", "avx512bw", "avx512vl", "avx512dq"})
 
@@ -51,7 +52,7 @@ def _bf16_probe() -> Optional[str]:
     try:
         out = to_bf16(net)(x).asnumpy()
     except mx.base.MXNetError as err:
-        return str(err).strip().splitlines()[-1]
+        return error_line(err)
     if abs(out - expected).max() > 0.05 * max(1.0, abs(expected).max()):
         return "a bf16 convolution gave wrong results"
     return None

@@ -86,3 +86,16 @@ def test_export_script_writes_os8_graph_that_reloads(checkpoint, tmp_path):
     out = block(x).asnumpy()
     assert np.abs(out - os8(x).asnumpy()).max() < 1e-4
     assert np.abs(out - checkpoint[1](x).asnumpy()).max() > 1e-3  # the OS 16 model differs
+
+
+def test_onnx_without_the_onnx_extra_fails_before_writing_anything(checkpoint, tmp_path, capsys,
+                                                                   monkeypatch):
+    from gluon_deeplab.deploy.onnx_export import ONNX_INSTALL
+
+    monkeypatch.setitem(sys.modules, "onnx", None)  # import onnx raises ImportError
+    line = _error_line(capsys, ["--checkpoint", checkpoint[0], "--output",
+                                str(tmp_path / "deeplab"), "--onnx", "--input_size", "33", "33"])
+    assert "--onnx needs the onnx package" in line and line.endswith(ONNX_INSTALL)
+    assert not os.listdir(tmp_path)
+    with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
+        assert ONNX_INSTALL in f.read()  # the install command the README gives

@@ -28,6 +28,7 @@ from ..export import (
 from ..models import recorded_head_settings
 from ..precision import require_bf16, to_bf16
 from .int8 import DEFAULT_EXCLUDE, calibration_loader, quantize_model
+from .onnx_export import require_onnx
 
 EXPORT_FORMAT = "gluon-deeplab-export/1"
 INPUT_CONVENTION = ("float32 NCHW batch of RGB images scaled to [0, 1], then normalized "
@@ -129,6 +130,8 @@ def export_checkpoint(checkpoint: Union[str, Checkpoint], prefix: str, *,
     if int8 and onnx_input_size:
         raise ValueError("--onnx exports the fp32 model (MXNet's INT8 operators have no ONNX "
                          "form); run the INT8 and the ONNX export separately")
+    if onnx_input_size:
+        require_onnx()  # before anything is written
     if int8 and calib_dataset is None:
         raise ValueError("INT8 export needs calibration images: pass --calib_data_dir and "
                          "--calib_dataset")

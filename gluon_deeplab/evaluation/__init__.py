@@ -1,7 +1,7 @@
 """Evaluation and prediction: metrics, multi-scale inference, colour map, CRF, ensembles."""
 
 from .colormap import colorize, mask_image, save_mask, voc_colormap
-from .crf import DenseCRF, crf_available
+from .crf import DenseCRF
 from .inference import predict_probabilities, predict_probabilities_nd
 from .metrics import ConfusionMatrix
 from .split import evaluate
@@ -11,7 +11,6 @@ __all__ = [
     "ConfusionMatrix",
     "DenseCRF",
     "colorize",
-    "crf_available",
     "evaluate",
     "mask_image",
     "overlay",

@@ -13,8 +13,11 @@ import os
 import time
 from typing import Any, Dict, List, Optional, Sequence, Union
 
+from ..cli_help import DefaultsHelpFormatter
 from ..data import DATASET_NAMES, get_dataset
+from ..data.datasets import FOLDER_LAYOUT, add_folder_arguments
 from ..devices import resolve_contexts
+from ..models import OUTPUT_STRIDES
 from ..paths import check_writable
 from ..tensorboard import tensorboard_missing, write_evaluation
 from .crf import DenseCRF
@@ -38,7 +41,7 @@ def parse_scales(text: str) -> List[float]:
 
 def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags shared by eval and predict: scales, flip, fusion, sliding window, devices."""
-    parser.add_argument("--output_stride", type=int, choices=(8, 16, 32), default=None,
+    parser.add_argument("--output_stride", type=int, choices=OUTPUT_STRIDES, default=None,
                         help="override the checkpoint's output stride (e.g. 8 for evaluation)")
     parser.add_argument("--scales", default="1.0",
                         help="comma-separated input scales, e.g. 0.5,0.75,1.0,1.25,1.5,1.75")
@@ -82,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Evaluate a gluon-deeplab checkpoint or exported model: pixel accuracy, "
                     "mean accuracy, mIoU, frequency-weighted IoU and per-class IoU over a "
-                    "whole split.")
+                    "whole split.", formatter_class=DefaultsHelpFormatter)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint",
                         help="checkpoint file (.params), or a run folder (its best.params, "
@@ -94,11 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dataset", default="voc", choices=DATASET_NAMES,
                         help="dataset layout (default voc: VOC 2012; training defaults to "
                              "voc_aug)")
-    parser.add_argument("--split", default="val")
+    parser.add_argument("--split", default="val", help="split to evaluate")
     parser.add_argument("--num_classes", "--num-classes", type=int, default=None,
                         help="class count of a 'folder' dataset (must match the checkpoint)")
     parser.add_argument("--ignore_label", "--ignore-label", type=int, default=255,
                         help="label value excluded from the metrics")
+    add_folder_arguments(parser)
     add_inference_arguments(parser)
     add_crf_arguments(parser)
     parser.add_argument("--num_workers", type=int, default=None,
@@ -121,6 +125,16 @@ def build_parser() -> argparse.ArgumentParser:
                         help="replace an existing --output file / --save_predictions folder")
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
     return parser
+
+
+def _folder_options(args: argparse.Namespace) -> Dict[str, str]:
+    """--image_dir, --label_dir, --list_file as given (an error with a dataset not 'folder')."""
+    given = {name: getattr(args, name) for name in FOLDER_LAYOUT
+             if getattr(args, name, None) is not None}
+    if given and args.dataset != "folder":
+        raise ValueError(f"--{next(iter(given))} is an option of --dataset folder, not of "
+                         f"--dataset {args.dataset}")
+    return given
 
 
 def _check_counts(args: argparse.Namespace) -> None:
@@ -158,6 +172,7 @@ def run_eval(args: Union[argparse.Namespace, Dict[str, Any]]) -> Dict[str, Any]:
         args = argparse.Namespace(**{**defaults, **args})
     scales = parse_scales(args.scales)
     _check_counts(args)
+    folder_options = _folder_options(args)
     ctxs = resolve_contexts(args.gpus, verb="evaluate")
     _check_outputs(args)
     crf = crf_from_args(args)
@@ -173,7 +188,8 @@ def run_eval(args: Union[argparse.Namespace, Dict[str, Any]]) -> Dict[str, Any]:
         raise ValueError(f"--num_classes {args.num_classes} disagrees with {what} "
                          f"({model_classes} classes)")
     dataset = get_dataset(args.dataset, args.data_dir, split=args.split, mode="val",
-                          num_classes=args.num_classes, ignore_label=args.ignore_label)
+                          num_classes=args.num_classes, ignore_label=args.ignore_label,
+                          **folder_options)
     if dataset.num_classes != model_classes:
         raise ValueError(f"{what} predicts {model_classes} classes but "
                          f"--dataset {args.dataset} at {args.data_dir} has "

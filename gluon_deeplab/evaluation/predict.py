@@ -14,6 +14,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import mxnet as mx
 
+from ..cli_help import DefaultsHelpFormatter
 from ..data import read_image, read_label_png
 from ..data.datasets import IMAGE_EXTS
 from ..data.transforms import normalize
@@ -137,7 +138,8 @@ def predict_images(net: Callable, images: Sequence[str], output_dir: str,
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        description="Predict segmentation masks (VOC palette PNG), overlays and panels.")
+        description="Predict segmentation masks (VOC palette PNG), overlays and panels.",
+        formatter_class=DefaultsHelpFormatter)
     parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", help="checkpoint file written by the trainer, or a run "

@@ -18,10 +18,13 @@ from .pretrained import (
     resolve_pretrained,
 )
 from .resnet_v2 import (
+    MODEL_OUTPUT_STRIDES,
+    OUTPUT_STRIDES,
     RESNET_V2_SPECS,
     ResNetV2Backbone,
     build_backbone,
     canonical_backbone_name,
+    check_output_stride,
     load_pretrained_backbone,
 )
 from .upsample import BUCKET_STEP, bucket_size, exact_upsample, exact_upsample_fixed, padded_size
@@ -35,5 +38,5 @@ __all__ = [
     "freeze_batchnorm_parameters", "load_pretrained_backbone", "padded_size",
     "recorded_head_settings", "vortex_kernels_for",
     "PretrainedUnavailable", "default_pretrained", "imagenet_file", "model_store_root",
-    "resolve_pretrained",
+    "resolve_pretrained", "MODEL_OUTPUT_STRIDES", "OUTPUT_STRIDES", "check_output_stride",
 ]

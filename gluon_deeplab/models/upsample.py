@@ -1,4 +1,4 @@
-"""Pixel-exact upsampling of a strided feature grid (the rule in REFERENCE.md, "pixel geometry").
+"""Pixel-exact upsampling of a strided feature grid: cell j of stride s stays on pixel ``s * j``.
 
 With "same" padding, cell j of a stride-``s`` grid is centred on pixel ``s * j`` of the finer
 grid, so output pixel y must read cell y / s. Bilinear resizing with corners aligned from h

@@ -21,6 +21,7 @@ import threading
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
+from ..errors import error_line
 from .dmlc_compat import COMMAND_FIXES, CompatThread, dmlc_options, load_submitter, routed
 
 DIST_KVSTORES = ("dist_sync", "dist_device_sync", "dist_sync_device")
@@ -171,8 +172,7 @@ def _thread_error_hook(previous: Any) -> Any:
         if not isinstance(args.thread, CompatThread):
             return previous(args)
         if _ACTIVE:
-            first = (str(args.exc_value).splitlines() or [""])[0][:200]
-            _ACTIVE[-1].fail(f"{args.exc_type.__name__}: {first}")
+            _ACTIVE[-1].fail(error_line(args.exc_value, with_type=True))
         return None
 
     hook.gluon_deeplab = True
@@ -222,8 +222,7 @@ def launch(launcher: str, command: Sequence[str], num_workers: int, num_servers:
         try:
             submitter.submit(args)
         except BaseException as err:  # noqa: BLE001 (any error ends the launch)
-            first = (str(err).splitlines() or [""])[0][:200]
-            runner.fail(f"dmlc_tracker {launcher}: {type(err).__name__}: {first}")
+            runner.fail(f"dmlc_tracker {launcher}: {error_line(err, with_type=True)}")
 
     _ACTIVE.append(runner)
     try:

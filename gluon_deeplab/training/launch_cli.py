@@ -13,6 +13,7 @@ import sys
 import threading
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from ..cli_help import DefaultsHelpFormatter
 from .dmlc_compat import SUBMITTERS, sge_command
 from .launch import launch, read_hosts, with_dist_kvstore
 
@@ -32,7 +33,7 @@ LAUNCHER_OPTIONS: Dict[str, Tuple[Tuple[str, ...], Optional[str]]] = {
 def build_parser() -> argparse.ArgumentParser:
     """The launcher's options (train.py's follow ``--``)."""
     p = argparse.ArgumentParser(prog="gluon-deeplab-launch", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=DefaultsHelpFormatter)
     p.add_argument("--launcher", choices=SUBMITTERS, default="local",
                    help="how the processes are started (dmlc_tracker's submitter)")
     p.add_argument("-n", "--num_workers", type=int, default=2, help="workers")

@@ -30,6 +30,13 @@ from ..models import (
     recorded_head_settings,
     resolve_pretrained,
 )
+from .config import TrainConfig, as_config
+from .errors import TrainingDiverged, TrainingError
+from .lock import FolderLock
+from .loss import SegmentationLoss
+from .mixed_precision import describe_amp, init_amp, init_amp_trainer
+from .monitor import open_run_log, plot_curves
+from .optim import make_trainer
 from .run_folder import (
     BEST,
     FINAL,
@@ -42,13 +49,6 @@ from .run_folder import (
     run_id_of,
     same_run,
 )
-from .config import TrainConfig, as_config
-from .errors import TrainingDiverged, TrainingError
-from .lock import FolderLock
-from .loss import SegmentationLoss
-from .mixed_precision import describe_amp, init_amp, init_amp_trainer
-from .monitor import open_run_log, plot_curves
-from .optim import make_trainer
 from .schedule import poly_lr
 from .step import (
     RunningStatsSync,
@@ -141,7 +141,8 @@ def _datasets(args: TrainConfig):
         args.dataset, args.data_dir, train_split,
         args.val_split if args.val_interval > 0 else None, val_dataset=args.val_dataset,
         val_data_dir=args.val_data_dir, crop_size=args.crop_size,
-        num_classes=args.num_classes, ignore_label=args.ignore_label)
+        num_classes=args.num_classes, ignore_label=args.ignore_label,
+        folder_options=args.folder_options())
 
 
 def _pretrained_weights(args: TrainConfig, resume_path: Optional[str],
