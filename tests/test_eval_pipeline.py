@@ -4,6 +4,7 @@ queued before group k is read, static buffers; measured with ``measure_evaluatio
 from __future__ import annotations
 
 import threading
+from unittest import mock
 
 import mxnet as mx
 import numpy as np
@@ -13,6 +14,7 @@ from gluon_deeplab.checkpoint import model_from_checkpoint
 from gluon_deeplab.data import get_dataset, make_synthetic_dataset
 from gluon_deeplab.evaluation import evaluate, predict_probabilities
 from gluon_deeplab.evaluation import split as split_module
+from gluon_deeplab.evaluation.inference import _logits
 from gluon_deeplab.evaluation.throughput import distinct_sizes, measure_evaluation
 from gluon_deeplab.models import bucket_size, padded_size
 
@@ -56,7 +58,7 @@ def test_buckets_cut_the_input_shapes_over_20_sizes_and_keep_the_metrics_close(m
     net, _, _ = model
     val, sizes = sizes20
     own = measure_evaluation(net, val, mx.cpu(0), buckets=False, num_workers=0)
-    bucketed = measure_evaluation(net, val, mx.cpu(0))
+    bucketed = measure_evaluation(net, val, mx.cpu(0), buckets=True)
     assert own["images"] == 20 and own["images_per_s"] > 0
     padded = {(padded_size(h, 16), padded_size(w, 16)) for h, w in sizes}
     assert own["input_shapes"] == len(padded) >= 18  # some sizes share their S*k+1
@@ -72,6 +74,26 @@ def test_buckets_cut_the_input_shapes_over_20_sizes_and_keep_the_metrics_close(m
             np.testing.assert_array_equal(a, b)
         agreement.append((a.argmax(0) == b.argmax(0)).mean())
     assert np.mean(agreement) > 0.85
+
+
+def test_buckets_are_the_default_on_gpus_and_own_size_padding_on_cpus(model):
+    from gluon_deeplab.evaluation import cli
+
+    net, _, _ = model
+    seen = []
+    probe = lambda x: (seen.append(x.shape), net(x))[1]  # noqa: E731
+    image = mx.nd.zeros((1, 3, 40, 70))
+    _logits(probe, image, 16)  # a CPU context: the image's own 16k+1
+    assert seen[-1][2:] == (padded_size(40, 16), padded_size(70, 16))
+    gpu_like = mock.Mock(wraps=image, shape=image.shape, context=mx.gpu(0))
+    with mock.patch("mxnet.nd.pad", return_value=image) as pad:
+        _logits(lambda x: mx.nd.zeros((1, 2, 65, 129)), gpu_like, 16)
+    width = pad.call_args.kwargs["pad_width"]
+    assert (40 + width[5], 70 + width[7]) == (bucket_size(40, 16), bucket_size(70, 16))
+    parse = cli.build_parser().parse_args
+    assert parse(["--checkpoint", "x", "--data_dir", "d"]).buckets is None  # auto: by the device
+    assert parse(["--checkpoint", "x", "--data_dir", "d", "--buckets"]).buckets is True
+    assert parse(["--checkpoint", "x", "--data_dir", "d", "--no_buckets"]).buckets is False
 
 
 def test_threaded_evaluation_gives_the_in_thread_confusion_matrix(model, sizes20, monkeypatch):
@@ -128,7 +150,7 @@ def test_eval_loads_checkpoints_with_static_buffers_and_no_buckets_restores_own_
     val = get_dataset("synthetic", root, "val", mode="val")
     own, _ = evaluate(net, val, mx.cpu(), progress=False, buckets=False)
     result = run_eval({"checkpoint": checkpoint, "data_dir": root, "dataset": "synthetic",
-                       "no_progress": True, "no_buckets": True})
+                       "no_progress": True, "buckets": False})
     assert result["settings"]["buckets"] is False
     assert result["miou"] == pytest.approx(own["miou"], abs=1e-6)
 

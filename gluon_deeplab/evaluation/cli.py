@@ -52,11 +52,13 @@ def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
                         help="sliding-window size for scaled images larger than this "
                              "(default: whole image at once)")
     parser.add_argument("--gpus", default="", help="GPU ids, e.g. 0,1 (empty: CPU)")
-    parser.add_argument("--no_buckets", action="store_true",
-                        help="pad each image to its own output_stride*k+1 (one graph shape per "
-                             "image size, as before) instead of a few bucket sizes (385, 513, "
-                             "...), which change the context at the border and the image "
-                             "pooling a little")
+    parser.add_argument("--buckets", dest="buckets", action="store_true", default=None,
+                        help="pad images into a few bucket sizes (385, 513, ...: few graph "
+                             "shapes; the default on GPUs) instead of each image's own "
+                             "output_stride*k+1 (the default on CPUs); the extra padding enters "
+                             "the image-pooling average, so metrics can differ")
+    parser.add_argument("--no_buckets", dest="buckets", action="store_false",
+                        help="pad each image to its own output_stride*k+1, on GPUs too")
 
 
 def add_crf_arguments(parser: argparse.ArgumentParser) -> None:
@@ -199,7 +201,7 @@ def run_eval(args: Union[argparse.Namespace, Dict[str, Any]]) -> Dict[str, Any]:
                           fusion=args.fusion, crf=crf, progress=not args.no_progress,
                           max_images=args.max_images, save_dir=args.save_predictions,
                           crop_size=args.crop_size, save_probabilities=args.save_probabilities,
-                          num_workers=args.num_workers, buckets=not args.no_buckets)
+                          num_workers=args.num_workers, buckets=args.buckets)
     num_images = len(dataset) if args.max_images is None else min(len(dataset), args.max_images)
     result = {name: metrics[name] for name in METRIC_NAMES}
     result.update({
@@ -216,7 +218,7 @@ def run_eval(args: Union[argparse.Namespace, Dict[str, Any]]) -> Dict[str, Any]:
         "split": args.split,
         "settings": {"output_stride": model.output_stride, "scales": scales,
                      "flip": args.flip, "fusion": args.fusion, "crop_size": args.crop_size,
-                     "buckets": not args.no_buckets,
+                     "buckets": args.buckets,
                      "crf": crf.config() if crf else None, "contexts": [str(c) for c in ctxs]},
     })
     if args.output:

@@ -44,12 +44,17 @@ def output_stride_of(net: Any) -> Optional[int]:
 
 
 def _logits(net: Callable, x: mx.nd.NDArray, stride: Optional[int],
-            buckets: bool = True) -> mx.nd.NDArray:
+            buckets: Optional[bool] = None) -> mx.nd.NDArray:
     """Logits of ``x`` (1 x 3 x H x W). With a known ``stride`` the image is padded at the
     bottom and right with the mean (0 once normalized) to ``stride * k + 1`` (the bucket of
     :func:`bucket_size`, or with ``buckets=False`` the smallest such size) and the logits are
-    cropped back, so that a feature cell lies on the image's last pixel."""
+    cropped back, so that a feature cell lies on the image's last pixel. ``buckets=None``:
+    buckets on a GPU (few graph shapes: no re-planning, no cuDNN autotune per image size),
+    the image's own size on a CPU. The extra padding of a bucket enters the image-pooling
+    average, so the two can differ (docs/evaluation.md)."""
     _, _, h, w = x.shape
+    if buckets is None:
+        buckets = x.context.device_type == "gpu"
     pad = bucket_size if buckets else padded_size
     ph, pw = (pad(h, stride), pad(w, stride)) if stride else (h, w)
     if (ph, pw) != (h, w):
@@ -70,7 +75,7 @@ def _window_starts(size: int, crop: int) -> List[int]:
 
 
 def _softmax_windowed(net: Callable, x: mx.nd.NDArray, crop: Optional[Tuple[int, int]],
-                      stride: Optional[int], buckets: bool = True) -> mx.nd.NDArray:
+                      stride: Optional[int], buckets: Optional[bool] = None) -> mx.nd.NDArray:
     """Softmax probabilities 1 x C x H x W; windows of ``crop`` averaged where they overlap."""
     _, _, h, w = x.shape
     if crop is None or (h <= crop[0] and w <= crop[1]):
@@ -100,7 +105,7 @@ def _resize(x: mx.nd.NDArray, height: int, width: int) -> mx.nd.NDArray:
 def predict_probabilities_nd(net: Callable, image: mx.nd.NDArray, ctx: mx.Context,
                              scales: Sequence[float] = (1.0,), flip: bool = False,
                              fusion: str = "mean", crop_size: CropSize = None,
-                             buckets: bool = True) -> mx.nd.NDArray:
+                             buckets: Optional[bool] = None) -> mx.nd.NDArray:
     """Like :func:`predict_probabilities` but returns a C x H x W NDArray on ``ctx`` without
     waiting for the result (so several devices can be kept busy)."""
     stride = output_stride_of(net)
@@ -143,7 +148,7 @@ def predict_probabilities_nd(net: Callable, image: mx.nd.NDArray, ctx: mx.Contex
 def predict_probabilities(net: Callable, image: mx.nd.NDArray, ctx: mx.Context,
                           scales: Sequence[float] = (1.0,), flip: bool = False,
                           fusion: str = "mean", crop_size: CropSize = None,
-                          buckets: bool = True) -> np.ndarray:
+                          buckets: Optional[bool] = None) -> np.ndarray:
     """Softmax probabilities (float32 C x H x W) for one normalized 3 x H x W image.
 
     Each scale resizes the image bilinearly, optionally adds its horizontal mirror, runs the

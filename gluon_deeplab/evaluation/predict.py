@@ -101,7 +101,7 @@ def predict_images(net: Callable, images: Sequence[str], output_dir: str,
                    flip: bool = False, fusion: str = "mean", crop_size: Optional[int] = None,
                    label_dir: Optional[str] = None, crf: Optional[Callable] = None,
                    save_probabilities: bool = False, alpha: float = 0.5,
-                   overwrite: bool = False, buckets: bool = True) -> List[Dict[str, str]]:
+                   overwrite: bool = False, buckets: Optional[bool] = None) -> List[Dict[str, str]]:
     """Predict every image (round-robin over ``ctxs``) and write mask, overlay and panel;
     ``buckets``: as in :func:`gluon_deeplab.evaluation.predict_probabilities`."""
     ctxs = list(ctxs)
@@ -174,7 +174,7 @@ def run_predict(args: argparse.Namespace) -> List[Dict[str, str]]:
                           fusion=args.fusion, crop_size=args.crop_size,
                           label_dir=args.label_dir, crf=crf,
                           save_probabilities=args.save_probabilities, alpha=args.alpha,
-                          overwrite=args.overwrite, buckets=not args.no_buckets)
+                          overwrite=args.overwrite, buckets=args.buckets)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:

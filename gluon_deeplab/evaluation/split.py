@@ -106,7 +106,7 @@ def evaluate(net: Callable, dataset: Any, ctxs: Union[mx.Context, Sequence[mx.Co
              save_dir: Optional[str] = None, crop_size: CropSize = None,
              num_classes: Optional[int] = None, ignore_label: Optional[int] = None,
              save_probabilities: bool = False, num_workers: Optional[int] = None,
-             buckets: bool = True) -> Tuple[Dict[str, Any], ConfusionMatrix]:
+             buckets: Optional[bool] = None) -> Tuple[Dict[str, Any], ConfusionMatrix]:
     """Evaluate ``net`` on every image of a 'val'-mode dataset; one confusion matrix.
 
     ``dataset[i]`` gives (normalized 3 x H x W image, H x W label). ``crf`` is a callable
