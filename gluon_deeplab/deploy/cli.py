@@ -1,4 +1,4 @@
-"""Command lines of scripts/export.py and scripts/bench.py (argparse + one library call)."""
+"""Command line of scripts/export.py (argparse + one library call)."""
 
 from __future__ import annotations
 
@@ -83,57 +83,3 @@ def export_main(argv: Optional[List[str]] = None) -> dict:
         parser.exit(2, f"export.py: error: {err}\n")
     print(json.dumps(files, indent=2))
     return files
-
-
-def build_bench_parser() -> argparse.ArgumentParser:
-    """Flags of scripts/bench.py."""
-    from .bench import BenchConfig
-
-    d = BenchConfig()
-    p = argparse.ArgumentParser(description="Benchmark forward (fp32 / fused / INT8 / bf16), "
-                                            "training step (fp32 / AMP), data loader and "
-                                            "memory against gluoncv; each row in its own "
-                                            "process.")
-    p.add_argument("--quick", action="store_true",
-                   help="tiny sizes and resnet18_v2: checks that everything runs, in seconds")
-    p.add_argument("--parts", nargs="+", choices=d.parts, default=None,
-                   help="parts to run (default: all)")
-    p.add_argument("--backbone", default=None, help=f"default {d.backbone}")
-    p.add_argument("--size", type=int, default=None, help=f"forward input size (default {d.size})")
-    p.add_argument("--output_strides", type=int, nargs="+", choices=(8, 16), default=None)
-    p.add_argument("--heads", nargs="+", choices=("aspp", "vortex"), default=None)
-    p.add_argument("--no_int8", action="store_true", help="skip the INT8 rows")
-    p.add_argument("--no_bf16", action="store_true", help="skip the bf16 forward rows")
-    p.add_argument("--no_amp", action="store_true", help="skip the AMP training rows")
-    p.add_argument("--calib_mode", choices=CALIB_MODES, default=None)
-    p.add_argument("--quantized_dtype", choices=QUANTIZED_DTYPES, default=None)
-    p.add_argument("--repeats", type=int, default=None, help=f"timed runs (default {d.repeats})")
-    p.add_argument("--train_iterations", type=int, default=None)
-    p.add_argument("--loader_workers", type=int, default=None)
-    p.add_argument("--json", action="store_true", help="also print the rows as one JSON line")
-    return p
-
-
-def bench_main(argv: Optional[List[str]] = None) -> list:
-    """Run scripts/bench.py: prints the table (and the rows as JSON with --json)."""
-    from .bench import FAILED, BenchConfig, format_table, rows_as_dicts, run_benchmark
-
-    args = build_bench_parser().parse_args(argv)
-    overrides = {key: getattr(args, key) for key in (
-        "parts", "backbone", "size", "output_strides", "heads", "calib_mode", "quantized_dtype",
-        "repeats", "train_iterations", "loader_workers") if getattr(args, key) is not None}
-    if args.no_int8:
-        overrides["int8"] = False
-    if args.no_bf16:
-        overrides["bf16"] = False
-    if args.no_amp:
-        overrides["amp"] = False
-    config = BenchConfig.quick(**overrides) if args.quick else BenchConfig(**overrides)
-    rows = run_benchmark(config, log=lambda msg: print(msg, file=sys.stderr, flush=True))
-    print(format_table(rows))
-    if args.json:
-        print(json.dumps(rows_as_dicts(rows)))
-    failed = [row.name for row in rows if row.note.startswith(FAILED)]
-    if failed:
-        sys.exit(f"bench: {len(failed)} row(s) failed: {'; '.join(failed)}")
-    return rows

@@ -28,6 +28,7 @@ QUANTIZED_DTYPES = ("auto", "int8")
 # Groups of layers that can be kept in fp32 (see excluded_layer_names).
 EXCLUDE_GROUPS = ("first_conv", "classifier", "image_pooling", "head")
 DEFAULT_EXCLUDE = ("first_conv", "classifier")
+DEFAULT_CALIB_MODE = "naive"
 
 
 class CalibrationImages(Dataset):
