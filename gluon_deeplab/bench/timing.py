@@ -14,7 +14,7 @@ import numpy as np
 from ..models import build_model
 from ..training.loss import SegmentationLoss
 from ..training.mixed_precision import init_amp, init_amp_trainer
-from ..training.optim import hybridize_for_training, make_trainer
+from ..training.optim import make_trainer
 from ..training.step import forward_backward
 
 
@@ -92,7 +92,7 @@ def benchmark_training(backbone: str = "resnet50_v2", batch_size: int = 4, crop_
     net = build_model(num_classes, backbone, "aspp", output_stride, ctx=ctxs,
                       syncbn_devices=len(ctxs) if syncbn else 0)
     if hybridize and not syncbn:  # as the trainer does (SyncBN runs the devices in threads)
-        hybridize_for_training(net)
+        net.hybridize()
     trainer = make_trainer(net, 1e-3, 1e-4)
     if amp:
         init_amp_trainer(trainer)

@@ -8,7 +8,14 @@ import sys
 from typing import List, Optional
 
 from .exporting import EXPORT_DTYPES
-from .int8 import CALIB_MODES, DEFAULT_EXCLUDE, EXCLUDE_GROUPS, QUANTIZED_DTYPES
+from .int8 import (
+    CALIB_MODES,
+    DEFAULT_CALIB_MODE,
+    DEFAULT_EXCLUDE,
+    DEFAULT_NUM_CALIB_IMAGES,
+    EXCLUDE_GROUPS,
+    QUANTIZED_DTYPES,
+)
 
 
 def build_export_parser() -> argparse.ArgumentParser:
@@ -33,9 +40,9 @@ def build_export_parser() -> argparse.ArgumentParser:
                    help="dataset layout of --calib_data_dir (voc, vocaug, voc_aug, folder, "
                         "synthetic)")
     q.add_argument("--calib_split", default="train", help="split to take calibration images from")
-    q.add_argument("--num_calib_images", type=int, default=20,
+    q.add_argument("--num_calib_images", type=int, default=DEFAULT_NUM_CALIB_IMAGES,
                    help="calibration images (at most the split's size)")
-    q.add_argument("--calib_mode", choices=CALIB_MODES, default="naive",
+    q.add_argument("--calib_mode", choices=CALIB_MODES, default=DEFAULT_CALIB_MODE,
                    help="naive: min/max ranges; entropy: KL-optimal thresholds")
     q.add_argument("--calib_size", type=int, nargs=2, default=(513, 513), metavar=("H", "W"),
                    help="calibration images are center-cropped / padded to this size")

@@ -29,6 +29,7 @@ QUANTIZED_DTYPES = ("auto", "int8")
 EXCLUDE_GROUPS = ("first_conv", "classifier", "image_pooling", "head")
 DEFAULT_EXCLUDE = ("first_conv", "classifier")
 DEFAULT_CALIB_MODE = "naive"
+DEFAULT_NUM_CALIB_IMAGES = 20
 
 
 class CalibrationImages(Dataset):
@@ -109,7 +110,8 @@ def quantized_convolutions(qnet: HybridBlock) -> Dict[str, bool]:
     return result
 
 
-def quantize_model(net: HybridBlock, calib_loader: DataLoader, calib_mode: str = "naive",
+def quantize_model(net: HybridBlock, calib_loader: DataLoader,
+                   calib_mode: str = DEFAULT_CALIB_MODE,
                    quantized_dtype: str = "auto", exclude: Sequence[str] = DEFAULT_EXCLUDE,
                    granularity: str = "tensor-wise", ctx: Optional[mx.Context] = None,
                    logger: Optional[logging.Logger] = None) -> SymbolBlock:

@@ -9,8 +9,6 @@ from mxnet.gluon import Parameter
 
 NO_DECAY_SUFFIXES = ("gamma", "beta", "bias")
 MOMENTUM = 0.9
-# Hybridize flags of the training step (scripts/bench.py measured them; see README Benchmark).
-TRAIN_HYBRIDIZE = {"static_alloc": False, "static_shape": False}
 
 
 def configure_parameter_groups(net: mx.gluon.Block, head_lr_mult: float = 1.0) -> List[Parameter]:
@@ -47,8 +45,3 @@ def make_trainer(net: mx.gluon.Block, learning_rate: float, weight_decay: float,
         params, "sgd",
         {"learning_rate": learning_rate, "momentum": MOMENTUM, "wd": weight_decay},
         kvstore=kvstore, update_on_kvstore=False)
-
-
-def hybridize_for_training(net: mx.gluon.HybridBlock) -> None:
-    """Hybridize ``net`` for the training step (the flags the bench measured to pay)."""
-    net.hybridize(**TRAIN_HYBRIDIZE)
