@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from ..deploy.int8 import DEFAULT_CALIB_MODE
+from ..deploy.int8 import DEFAULT_CALIB_MODE, DEFAULT_QUANTIZED_DTYPE
 
 PARTS = ("forward", "reference", "train", "syncbn", "loader", "decoder")
 
@@ -23,7 +23,7 @@ class BenchConfig:
     bf16: bool = True  # bf16 forward rows ("n/a (reason)" where this CPU cannot run bf16)
     amp: bool = True  # AMP training rows (bf16 on CPU; same)
     calib_mode: str = DEFAULT_CALIB_MODE
-    quantized_dtype: str = "auto"
+    quantized_dtype: str = DEFAULT_QUANTIZED_DTYPE
     train_batch: int = 4
     train_crop: int = 321
     train_iterations: int = 3

@@ -31,6 +31,7 @@ from .int8 import (
     DEFAULT_CALIB_MODE,
     DEFAULT_EXCLUDE,
     DEFAULT_NUM_CALIB_IMAGES,
+    DEFAULT_QUANTIZED_DTYPE,
     calibration_loader,
     quantize_model,
 )
@@ -107,7 +108,8 @@ def export_checkpoint(checkpoint: Union[str, Checkpoint], prefix: str, *,
                       int8: bool = False, calib_dataset: Optional[SegmentationDataset] = None,
                       num_calib_images: int = DEFAULT_NUM_CALIB_IMAGES,
                       calib_mode: str = DEFAULT_CALIB_MODE,
-                      quantized_dtype: str = "auto", calib_size: Tuple[int, int] = (513, 513),
+                      quantized_dtype: str = DEFAULT_QUANTIZED_DTYPE,
+                      calib_size: Tuple[int, int] = (513, 513),
                       exclude: Sequence[str] = DEFAULT_EXCLUDE,
                       onnx_input_size: Optional[Tuple[int, int]] = None,
                       ctx: Optional[mx.Context] = None) -> Dict[str, str]:
