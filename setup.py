@@ -24,7 +24,6 @@ setup(
         "crf": ["pydensecrf2==1.1"],
         # The newest pair that works with numpy < 1.24 and MXNet's opset-13 converter.
         "onnx": ["onnx==1.16.2", "onnxruntime==1.31.1"],
-        "peers": ["torch==2.13.0"],  # scripts/bench.py --peer torch; never a test dependency
     },
     entry_points={
         "console_scripts": [

@@ -3,8 +3,6 @@ plumbing (without PyTorch), --gpus, and the SyncBN rows."""
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 
 from gluon_deeplab.bench import BenchConfig, BenchRow, run_benchmark
@@ -38,15 +36,14 @@ def test_isa_falls_back_to_the_cpu_line_without_a_jit_convolution():
     assert isa_from_verbose("") == ""
 
 
-def test_bench_peer_torch_without_torch_is_a_one_line_error(monkeypatch, capsys):
-    real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == "torch" else real(name, *a))
+def test_bench_peer_torch_without_torch_is_a_one_line_error(monkeypatch, tmp_path, capsys):
+    missing = str(tmp_path / "no-such-python")
+    monkeypatch.setenv("TORCH_PYTHON", missing)
     with pytest.raises(SystemExit) as exit_info:
         bench_main(["--quick", "--peer", "torch"])
     err = capsys.readouterr().err.strip()
     assert exit_info.value.code == 2 and len(err.splitlines()) == 1
-    assert "--peer torch: torch is not installed" in err and ".[peers]" in err
+    assert f"--peer torch: {missing} cannot import torch" in err and "TORCH_PYTHON=" in err
 
 
 def test_bench_gpus_this_machine_lacks_is_a_one_line_error(capsys):

@@ -9,7 +9,7 @@ from typing import List, Optional
 
 from ..deploy.int8 import CALIB_MODES, QUANTIZED_DTYPES
 from .config import PARTS, BenchConfig
-from .peer_torch import PEERS, PEERS_EXTRA, missing_peers
+from .peer_torch import PEER_SETUP, PEERS, missing_peers, torch_python
 
 
 def build_bench_parser() -> argparse.ArgumentParser:
@@ -42,7 +42,7 @@ def build_bench_parser() -> argparse.ArgumentParser:
                    help="GPU ids (0,1) of the training and SyncBN rows; empty: the CPU")
     p.add_argument("--peer", dest="peers", action="append", choices=PEERS, default=None,
                    help="also time the same network in this engine (torch: PyTorch fp32 and "
-                        f"bf16 autocast, forward and training; {PEERS_EXTRA})")
+                        "bf16 autocast, forward and training; in the Python TORCH_PYTHON names)")
     p.add_argument("--loader_workers", type=int, default=None)
     p.add_argument("--json", action="store_true", help="also print the rows as one JSON line")
     return p
@@ -65,8 +65,8 @@ def _check(parser: argparse.ArgumentParser, config: BenchConfig) -> None:
     that this machine or MXNet build cannot run."""
     missing = missing_peers(config.peers)
     if missing:
-        parser.exit(2, f"bench.py: error: --peer {missing[0]}: {missing[0]} is not installed; "
-                       f"{PEERS_EXTRA}\n")
+        parser.exit(2, f"bench.py: error: --peer {missing[0]}: {torch_python()} cannot import "
+                       f"{missing[0]}; {PEER_SETUP}\n")
     if config.gpus:
         from ..devices import resolve_contexts
 

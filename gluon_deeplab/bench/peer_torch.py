@@ -1,72 +1,63 @@
 """The PyTorch peer (``scripts/bench.py --peer torch``): the same DeepLabV3-ResNet50 in
-PyTorch (torch_model.py), forward and one SGD training step, fp32 or bf16 autocast, timed in
-a bench row's process like ours. PyTorch is optional (``.[peers]``); only these cases
-import it."""
+PyTorch (torch_model.py), forward and one SGD training step, fp32 or bf16 autocast.
+
+A peer row runs in a bench row's process like ours, which runs torch_model.py in the Python
+that ``TORCH_PYTHON`` names (default: this one): torch 2 must live in an environment of its
+own, since gluoncv (the project's dependency) refuses to import where torch 2 is installed.
+The child's output goes to the row's stdout, so oneDNN's verbose log names its ISA as ours.
+"""
 
 from __future__ import annotations
 
-import importlib.util
+import json
 import os
-import time
+import subprocess
+import sys
 from typing import List, Sequence
 
 PEERS = ("torch",)
-PEERS_EXTRA = "pip install -e '.[peers]' (torch==2.13.0)"
+PEER_SETUP = ("python -m venv .venv-torch && .venv-torch/bin/pip install torch==2.13.0 "
+              "'numpy<1.24', then TORCH_PYTHON=.venv-torch/bin/python (torch 2 in the project's "
+              "environment breaks gluoncv's import)")
+_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "torch_model.py")
+
+
+def torch_python() -> str:
+    """The interpreter that runs the PyTorch peer: ``TORCH_PYTHON``, else this one."""
+    return os.environ.get("TORCH_PYTHON") or sys.executable
 
 
 def missing_peers(peers: Sequence[str]) -> List[str]:
-    """The peers asked for whose package is not installed (a peer's name is its package)."""
-    return [peer for peer in peers if importlib.util.find_spec(peer) is None]
+    """The peers asked for that their interpreter cannot import."""
+    missing = []
+    for peer in peers:
+        try:
+            found = subprocess.run([torch_python(), "-c", f"import {peer}"], timeout=120,
+                                   capture_output=True).returncode == 0
+        except OSError:
+            found = False
+        if not found:
+            missing.append(peer)
+    return missing
 
 
-def _torch_setup(output_stride: int, train: bool):
-    """The peer model and torch, on as many threads as MXNet uses (OMP_NUM_THREADS)."""
-    import torch
-
-    from .torch_model import DeepLabV3
-
+def _run_peer(**request) -> float:
     threads = int(os.environ.get("OMP_NUM_THREADS") or 0) or os.cpu_count() or 1
-    torch.set_num_threads(threads)
-    torch.manual_seed(0)
-    return torch, DeepLabV3(21, output_stride).train(train)
-
-
-def _median(times: List[float]) -> float:
-    return sorted(times)[len(times) // 2]
+    sys.stdout.flush()
+    result = subprocess.run([torch_python(), _SCRIPT, json.dumps(dict(request, threads=threads))],
+                            stdout=subprocess.PIPE, text=True, check=True)
+    sys.stdout.write(result.stdout)  # oneDNN's verbose log, into the row's ISA
+    return json.loads(result.stdout.strip().splitlines()[-1])["seconds"]
 
 
 def torch_forward_case(size: int, stride: int, bf16: bool, repeats: int, warmup: int
                        ) -> float:
     """Median seconds of one forward pass (batch 1) of the PyTorch peer."""
-    torch, net = _torch_setup(stride, train=False)
-    x = torch.randn(1, 3, size, size)
-    times = []
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        for i in range(warmup + repeats):
-            start = time.perf_counter()
-            net(x)
-            if i >= warmup:
-                times.append(time.perf_counter() - start)
-    return _median(times)
+    return _run_peer(mode="forward", size=size, stride=stride, bf16=bf16, repeats=repeats,
+                     warmup=warmup)
 
 
-def torch_train_case(batch: int, crop: int, stride: int, iterations: int, bf16: bool,
-                     warmup: int = 1) -> float:
-    """Median seconds of one SGD step (momentum 0.9, weight decay; cross-entropy over the
-    pixels, 255 ignored) of the PyTorch peer on random data."""
-    torch, net = _torch_setup(stride, train=True)
-    optimizer = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9, weight_decay=1e-4)
-    x = torch.randn(batch, 3, crop, crop)
-    y = torch.randint(0, 21, (batch, crop, crop))
-    times = []
-    for i in range(warmup + iterations):
-        start = time.perf_counter()
-        optimizer.zero_grad()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            out = net(x)
-        loss = torch.nn.functional.cross_entropy(out.float(), y, ignore_index=255)
-        loss.backward()
-        optimizer.step()
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
-    return _median(times)
+def torch_train_case(batch: int, crop: int, stride: int, iterations: int, bf16: bool) -> float:
+    """Median seconds of one SGD step of the PyTorch peer on random data."""
+    return _run_peer(mode="train", batch=batch, crop=crop, stride=stride,
+                     iterations=iterations, bf16=bf16)

@@ -30,7 +30,8 @@ def _versus_resnet50(config: BenchConfig, this: BenchRow, reference: BenchRow, o
     """A ratio against gluoncv / PyTorch only when our backbone is ResNet-50 like theirs."""
     if config.backbone == REFERENCE_BACKBONE:
         return ratio(this, reference, of, target, inverse)
-    this.note = f"no ratio: the reference runs resnet50, ours {config.backbone}"
+    if this.value is not None:  # a failed or n/a row keeps its reason
+        this.note = f"no ratio: the reference runs resnet50, ours {config.backbone}"
     return this
 
 
@@ -130,7 +131,8 @@ def _train_rows(config: BenchConfig) -> List[BenchRow]:
     loop = dict(backbone=config.backbone, batch=b, iterations=n, gpus=config.gpus)
     ref = row("train", f"gluoncv train iteration {tag} OS 8{_devices(config)}", "train_loop",
               "s/it", model="gluoncv", crop=ref_crop, **loop)
-    ref.note = f"crop {ref_crop}"
+    if ref.value is not None:  # a failed row keeps its reason
+        ref.note = f"crop {ref_crop}"
     ours = row("train", f"train iteration {config.backbone} aspp {tag} OS 16 (ours)"
                f"{_devices(config)}", "train_loop", "s/it", model="ours", crop=crop, **loop)
     rows = [ref, _versus_gluoncv(config, ours, ref)]

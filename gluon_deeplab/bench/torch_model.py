@@ -1,10 +1,17 @@
 """DeepLabV3-ResNet50 in plain PyTorch, laid out like torchvision's (ResNet-v1, ASPP 6/12/18
 at OS 16 or 12/24/36 at OS 8): the PyTorch peer of ``scripts/bench.py --peer torch``.
 
-Needs PyTorch (``pip install -e '.[peers]'``); nothing else in the package imports it.
+Run as a script by peer_torch.py, in the interpreter ``TORCH_PYTHON`` names (an environment
+with torch and numpy only: gluoncv refuses to import next to torch 2). It imports nothing from
+the package.
 """
 
 from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import List
 
 import torch
 import torch.nn as nn
@@ -85,3 +92,52 @@ class DeepLabV3(nn.Module):
         features = self.layer4(self.layer3(self.layer2(self.layer1(self.stem(x)))))
         return F.interpolate(self.head(features), size=size, mode="bilinear",
                              align_corners=False)
+
+
+def _median(times: List[float]) -> float:
+    return sorted(times)[len(times) // 2]
+
+
+def forward_seconds(size: int, stride: int, bf16: bool, repeats: int, warmup: int) -> float:
+    """Median seconds of one forward pass (batch 1)."""
+    net = DeepLabV3(21, stride).eval()
+    x = torch.randn(1, 3, size, size)
+    times = []
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        for i in range(warmup + repeats):
+            start = time.perf_counter()
+            net(x)
+            if i >= warmup:
+                times.append(time.perf_counter() - start)
+    return _median(times)
+
+
+def train_seconds(batch: int, crop: int, stride: int, iterations: int, bf16: bool,
+                  warmup: int = 1) -> float:
+    """Median seconds of one SGD step (momentum 0.9, weight decay; cross-entropy over the
+    pixels, 255 ignored) on random data."""
+    net = DeepLabV3(21, stride).train()
+    optimizer = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9, weight_decay=1e-4)
+    x = torch.randn(batch, 3, crop, crop)
+    y = torch.randint(0, 21, (batch, crop, crop))
+    times = []
+    for i in range(warmup + iterations):
+        start = time.perf_counter()
+        optimizer.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = net(x)
+        loss = F.cross_entropy(out.float(), y, ignore_index=255)
+        loss.backward()
+        optimizer.step()
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    return _median(times)
+
+
+if __name__ == "__main__":  # python torch_model.py '{"mode": "forward", ...}': prints seconds
+    request = json.loads(sys.argv[1])
+    mode = request.pop("mode")
+    torch.set_num_threads(request.pop("threads"))
+    torch.manual_seed(0)
+    seconds = forward_seconds(**request) if mode == "forward" else train_seconds(**request)
+    print(json.dumps({"seconds": seconds}), flush=True)
