@@ -183,7 +183,7 @@ def test_train_sh_passes_decoder_and_separable_to_both_phases(tmp_path):
 
 
 def test_bench_decoder_part_times_v3_and_v3plus_and_the_ratio_to_os8():
-    from gluon_deeplab.deploy.bench import BenchConfig, run_benchmark
+    from gluon_deeplab.bench import BenchConfig, run_benchmark
 
     config = BenchConfig.quick(parts=("decoder",), size=33, output_strides=(16, 8),
                                train_crop=33, warmup=0)

@@ -113,7 +113,8 @@ def test_bench_script_quick_prints_the_table():
     lines = result.stdout.splitlines()
     table = "\n".join(lines[:-1])
     for row in ("forward fp32", "forward int8", "forward bf16", "train iteration",
-                "train iteration AMP bf16", "data loader", "gluoncv", "process baseline"):
+                "train iteration AMP", "SyncBatchNorm", "data loader", "gluoncv",
+                "process baseline"):
         assert row in table, table
     assert "forward fp32 fused (MKLDNN)" in table, table  # the README's "fused" row
     rows = json.loads(lines[-1])
@@ -122,6 +123,8 @@ def test_bench_script_quick_prints_the_table():
     versus = [r for r in rows if r["part"] in ("reference", "train")
               and "gluoncv" not in r["name"] and "AMP" not in r["name"]]
     assert versus and all(r["ratio"] is None and "resnet50" in r["note"] for r in versus)
+    # each measured forward / training row names the ISA oneDNN ran for its convolutions
+    assert all(r["isa"] for r in rows if r["value"] and r["part"] in ("forward", "train"))
     bf16_rows = [r for r in rows if "bf16" in r["name"]]
     assert bf16_rows and all(r["value"] is not None or r["note"].startswith("n/a (")
                              for r in bf16_rows)
@@ -131,23 +134,23 @@ def test_bench_script_quick_prints_the_table():
 
 
 def test_bench_row_that_fails_is_reported_and_the_others_still_run():
-    from gluon_deeplab.deploy.bench import FAILED, _row
+    from gluon_deeplab.bench.runner import FAILED, row
 
-    row = _row("forward", "broken row", "forward", "s/img", backbone="resnet7_v2", head="aspp",
-               stride=16, size=33, variant="fp32", repeats=1, warmup=0)
-    assert row.value is None and row.note.startswith(FAILED), row
-    assert "resnet7_v2" in row.note
-    ok = _row("memory", "baseline", "baseline", "")
+    broken = row("forward", "broken row", "forward", "s/img", backbone="resnet7_v2",
+                 head="aspp", stride=16, size=33, variant="fp32", repeats=1, warmup=0)
+    assert broken.value is None and broken.note.startswith(FAILED), broken
+    assert "resnet7_v2" in broken.note
+    ok = row("memory", "baseline", "baseline", "")
     assert ok.value == 0.0 and ok.peak_mib > 0
 
 
 def test_bench_ratios_skip_rows_that_failed():
-    from gluon_deeplab.deploy.bench import FAILED, BenchRow, _ratio, _versus_fused
+    from gluon_deeplab.bench.runner import FAILED, BenchRow, ratio, versus_fused
 
     fused = BenchRow("forward", "fused", 1.0, "s/img")
     failed = BenchRow("forward", "int8", None, "s/img", note=f"{FAILED} boom")
-    assert _versus_fused(failed, fused).note == f"{FAILED} boom" and not failed.extra
-    assert _versus_fused(fused, failed) is fused and not fused.extra
-    assert _ratio(failed, fused, "fp32 / this").ratio is None
-    int8 = _versus_fused(BenchRow("forward", "int8", 0.5, "s/img"), fused)
+    assert versus_fused(failed, fused).note == f"{FAILED} boom" and not failed.extra
+    assert versus_fused(fused, failed) is fused and not fused.extra
+    assert ratio(failed, fused, "fp32 / this").ratio is None
+    int8 = versus_fused(BenchRow("forward", "int8", 0.5, "s/img"), fused)
     assert int8.extra == {"speedup_vs_fused": 2.0} and int8.note == "vs fused 2.00x"

@@ -1,4 +1,4 @@
-"""Deployment: symbol/params + meta file, INT8 (oneDNN) quantization, ONNX, benchmark."""
+"""Deployment: symbol/params + meta file, INT8 (oneDNN) quantization, ONNX."""
 
 from __future__ import annotations
 

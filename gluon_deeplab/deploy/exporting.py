@@ -27,7 +27,14 @@ from ..export import (
 )
 from ..models import recorded_head_settings
 from ..precision import require_bf16, to_bf16
-from .int8 import DEFAULT_EXCLUDE, calibration_loader, quantize_model
+from .int8 import (
+    DEFAULT_CALIB_MODE,
+    DEFAULT_EXCLUDE,
+    DEFAULT_NUM_CALIB_IMAGES,
+    DEFAULT_QUANTIZED_DTYPE,
+    calibration_loader,
+    quantize_model,
+)
 from .onnx_export import require_onnx
 
 EXPORT_FORMAT = "gluon-deeplab-export/1"
@@ -100,8 +107,10 @@ def export_checkpoint(checkpoint: Union[str, Checkpoint], prefix: str, *,
                       output_stride: Optional[int] = None, overwrite: bool = False,
                       dtype: str = "fp32", check_bf16: bool = True,
                       int8: bool = False, calib_dataset: Optional[SegmentationDataset] = None,
-                      num_calib_images: int = 10, calib_mode: str = "naive",
-                      quantized_dtype: str = "auto", calib_size: Tuple[int, int] = (513, 513),
+                      num_calib_images: int = DEFAULT_NUM_CALIB_IMAGES,
+                      calib_mode: str = DEFAULT_CALIB_MODE,
+                      quantized_dtype: str = DEFAULT_QUANTIZED_DTYPE,
+                      calib_size: Tuple[int, int] = (513, 513),
                       exclude: Sequence[str] = DEFAULT_EXCLUDE,
                       onnx_input_size: Optional[Tuple[int, int]] = None,
                       ctx: Optional[mx.Context] = None) -> Dict[str, str]:

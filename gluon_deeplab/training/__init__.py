@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from ..devices import resolve_contexts
-from .bench import benchmark_training
 from .cli import build_parser, main
 from .config import TrainConfig
 from .errors import TrainingDiverged, TrainingError
@@ -16,7 +15,7 @@ from .trainer import iterations_for_epochs, step_seed, train
 
 __all__ = [
     "SegmentationLoss", "TrainConfig", "TrainingDiverged", "TrainingError",
-    "benchmark_training", "build_parser", "configure_parameter_groups", "count_valid_pixels",
+    "build_parser", "configure_parameter_groups", "count_valid_pixels",
     "forward_backward", "iterations_for_epochs", "latest_checkpoint", "list_checkpoints",
     "main", "make_trainer", "pixel_cross_entropy_sum", "poly_lr", "prune_checkpoints",
     "resolve_contexts", "split_batch", "step_seed", "train",
