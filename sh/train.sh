@@ -1,6 +1,7 @@
 #!/usr/bin/env sh
 # The paper's two-phase schedule (DeepLabV3, Chen et al. 2017), one output folder per phase:
 #   phase 1: train_aug, output stride 16, batch 16, lr 7e-3, BN trained, 30K iterations
+#            (SyncBN by default where that leaves fewer than 4 images per GPU, e.g. 8 GPUs)
 #   phase 2: output stride 8, batch 8, lr 1e-3, BN frozen, 30K iterations,
 #            initialized from phase 1's final checkpoint.
 # Every setting can be overridden by an environment variable, e.g. a smoke run:

@@ -169,20 +169,22 @@ def _tiny_run_args(tmp_path, **overrides):
     return dict(args, **overrides)
 
 
-def test_one_image_per_device_with_trained_bn_warns_once(tmp_path):
+def test_few_images_per_device_with_trained_bn_and_no_syncbn_warns_once(tmp_path):
     from gluon_deeplab.training import train
 
-    args = _tiny_run_args(tmp_path, cpu_devices=2, max_iter=2, hybridize=0)
-    with pytest.warns(UserWarning, match="one image per device.*--syncbn") as record:
+    args = _tiny_run_args(tmp_path, cpu_devices=2, max_iter=2, hybridize=0, syncbn=False)
+    with pytest.warns(UserWarning, match="1 image.*per device.*no SyncBN.*--no_syncbn") as record:
         train(dict(args, output_dir=str(tmp_path / "a")))
-    assert sum("one image per device" in str(w.message) for w in record) == 1
+    assert sum("per device with BatchNorm" in str(w.message) for w in record) == 1
     import warnings
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
-        from gluon_deeplab.training.step import warn_single_image_batchnorm
-        assert not warn_single_image_batchnorm(2, 2, freeze_bn=True, syncbn=False)
-        assert not warn_single_image_batchnorm(2, 2, freeze_bn=False, syncbn=True)
-        assert not warn_single_image_batchnorm(4, 2, freeze_bn=False, syncbn=False)
+        from gluon_deeplab.training.multi_device import warn_few_images_batchnorm
+        assert not warn_few_images_batchnorm(2, 2, freeze_bn=True, syncbn=False)
+        assert not warn_few_images_batchnorm(2, 2, freeze_bn=False, syncbn=True)
+        assert not warn_few_images_batchnorm(6, 2, freeze_bn=False, syncbn=False)
+    with pytest.warns(UserWarning, match="2 image"):
+        assert warn_few_images_batchnorm(4, 2, freeze_bn=False, syncbn=False)
 
 
 def test_resume_keeps_the_head_settings_of_the_run_and_phase_two_moves_defaults(tmp_path):

@@ -217,8 +217,8 @@ def _one_step(ctxs, init, syncbn=False, freeze_bn=False):
     trainer = make_trainer(net, 0.05, 1e-4)
     images, labels = random_batch(n=4, seed=3)
     labels[2:, :, 5:] = 255  # the second device's half is mostly unlabelled
-    loss = forward_backward(net, SegmentationLoss(), images, mx.nd.array(labels), ctxs,
-                            parallel=syncbn)
+    loss = forward_backward(net, SegmentationLoss(), images, mx.nd.array(labels),
+                            ctxs).asscalar()
     # running statistics of every device, after one training-mode forward (and backward)
     stats = {k: [d.asnumpy() for d in p.list_data()]
              for k, p in net._collect_params_with_prefix().items()

@@ -3,7 +3,6 @@ model, so that ours and gluoncv's compare fairly), and the trainer's own step.""
 
 from __future__ import annotations
 
-import resource
 import time
 import warnings
 from typing import Callable, Dict, Sequence, Union
@@ -73,25 +72,19 @@ def gluoncv_deeplab(height: int, width: int, num_classes: int = 21,
     return net
 
 
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far (MiB; Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
 def benchmark_training(backbone: str = "resnet50_v2", batch_size: int = 4, crop_size: int = 321,
                        output_stride: int = 16, iterations: int = 3,
                        ctx: Union[mx.Context, Sequence[mx.Context], None] = None,
                        hybridize: bool = True, warmup: int = 1, num_classes: int = 21,
                        amp: bool = False, syncbn: bool = False) -> Dict[str, float]:
-    """Seconds per training step (forward, backward, SGD update; after ``warmup`` steps) and
-    peak RSS, for the trainer's own step on random images and labels. ``amp`` trains as
+    """Seconds per training step (forward, backward, SGD update; after ``warmup`` steps) for the trainer's own step on random images and labels. ``amp`` trains as
     ``--amp`` does; it switches this whole process to AMP (see mixed_precision.py).
     ``syncbn`` builds the model with SyncBatchNorm over the devices of ``ctx``."""
     ctxs = [mx.cpu()] if ctx is None else ([ctx] if isinstance(ctx, mx.Context) else list(ctx))
     amp_dtype = init_amp(ctxs) if amp else None
     net = build_model(num_classes, backbone, "aspp", output_stride, ctx=ctxs,
                       syncbn_devices=len(ctxs) if syncbn else 0)
-    if hybridize and not syncbn:  # as the trainer does (SyncBN runs the devices in threads)
+    if hybridize:  # as the trainer does, SyncBN included
         net.hybridize()
     trainer = make_trainer(net, 1e-3, 1e-4)
     if amp:
@@ -104,7 +97,7 @@ def benchmark_training(backbone: str = "resnet50_v2", batch_size: int = 4, crop_
                          dtype=np.float32)
 
     def step() -> None:
-        forward_backward(net, loss_fn, images, labels, ctxs, parallel=syncbn,
+        forward_backward(net, loss_fn, images, labels, ctxs,
                          amp_trainer=trainer if amp else None)
         trainer.step(1)
         mx.nd.waitall()
@@ -115,7 +108,7 @@ def benchmark_training(backbone: str = "resnet50_v2", batch_size: int = 4, crop_
     for _ in range(iterations):
         step()
     elapsed = time.perf_counter() - start
-    return {"seconds_per_iter": elapsed / iterations, "peak_rss_mb": peak_rss_mb(),
+    return {"seconds_per_iter": elapsed / iterations,
             "backbone": backbone, "batch_size": batch_size, "crop_size": crop_size,
             "output_stride": output_stride, "hybridized": bool(hybridize),
             "devices": len(ctxs), "amp": amp_dtype, "syncbn": syncbn}

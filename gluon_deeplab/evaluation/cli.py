@@ -54,9 +54,9 @@ def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gpus", default="", help="GPU ids, e.g. 0,1 (empty: CPU)")
     parser.add_argument("--buckets", dest="buckets", action="store_true", default=None,
                         help="pad images into a few bucket sizes (385, 513, ...: few graph "
-                             "shapes; the default on GPUs) instead of each image's own "
-                             "output_stride*k+1 (the default on CPUs); the extra padding enters "
-                             "the image-pooling average, so metrics can differ")
+                             "shapes), as GPUs do unless --no_buckets; CPUs pad each image to "
+                             "its own output_stride*k+1 unless --buckets. The extra padding "
+                             "enters the image-pooling average, so metrics can differ")
     parser.add_argument("--no_buckets", dest="buckets", action="store_false",
                         help="pad each image to its own output_stride*k+1, on GPUs too")
 

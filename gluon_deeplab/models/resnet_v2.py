@@ -72,6 +72,18 @@ def check_output_stride(value: object, allowed: Sequence[int] = MODEL_OUTPUT_STR
     return int(value)
 
 
+def input_norm() -> nn.BatchNorm:
+    """The data BatchNorm (``features.0``): no scale, no shift, always its running statistics.
+
+    It is a plain BatchNorm whatever the other layers use: no parameter of it is learned, so
+    its backward never runs; as a SyncBatchNorm (whose statistics are updated in the backward)
+    it would never update them and its forward barrier could deadlock the next step against
+    the previous step's backward. Frozen in every mode, it normalizes each device's images
+    the same way, so multi-device statistics downstream equal those of one device.
+    """
+    return nn.BatchNorm(scale=False, center=False, use_global_stats=True, in_channels=3)
+
+
 def _conv3x3(channels: int, stride: int, dilation: int, in_channels: int) -> nn.Conv2D:
     return nn.Conv2D(channels, 3, strides=stride, padding=dilation, dilation=dilation,
                      use_bias=False, in_channels=in_channels)
@@ -178,8 +190,7 @@ class ResNetV2Backbone(HybridBlock):
         self.stage_dilations: List[List[int]] = []
         with self.name_scope():
             self.features = nn.HybridSequential(prefix="")
-            self.features.add(norm_layer(scale=False, center=False, in_channels=3,
-                                         **norm_kwargs))
+            self.features.add(input_norm())
             self.features.add(nn.Conv2D(channels[0], 7, 2, 3, use_bias=False, in_channels=3))
             self.features.add(norm_layer(in_channels=channels[0], **norm_kwargs))
             self.features.add(nn.Activation("relu"))

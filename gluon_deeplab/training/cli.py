@@ -17,6 +17,7 @@ from ..devices import resolve_contexts
 from ..models import OUTPUT_STRIDES
 from .config import DEFAULT_AUX_WEIGHT, DEFAULT_MAX_ITER, TrainConfig
 from .mixed_precision import amp_dtype
+from .multi_device import SYNCBN_BELOW, check_devices
 from .trainer import TrainingError, train
 
 D = TrainConfig()  # the defaults
@@ -79,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--num_classes", type=int, default=D.num_classes,
                    help="number of classes (default: the dataset's)")
     g.add_argument("--hybridize", type=_bool01, default=D.hybridize,
-                   help="1: run the network as a hybridized graph (faster); not with --syncbn")
+                   help="1: run the network as a hybridized graph (faster)")
 
     g = p.add_argument_group("data")
     g.add_argument("--dataset", default=D.dataset,
@@ -130,10 +131,17 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--cpu_devices", type=_non_negative_int, default=D.cpu_devices,
                    help="train on N CPU contexts (tests the multi-device path without GPUs)")
     g.add_argument("--kvstore", default=D.kvstore,
-                   help="gradient reduction: device, local, or dist_sync / dist_device_sync "
-                        "(several machines, started by scripts/launch_dist.py)")
-    g.add_argument("--syncbn", action="store_true",
-                   help="SyncBatchNorm: BN statistics over the whole batch of all devices")
+                   help="gradient reduction (default: nccl on several GPUs when MXNet has "
+                        "NCCL, else device; across machines dist_device_sync with GPUs, else "
+                        "dist_sync)")
+    sync = g.add_mutually_exclusive_group()
+    sync.add_argument("--syncbn", dest="syncbn", action="store_const", const=True,
+                      default=D.syncbn,
+                      help="SyncBatchNorm: BN statistics over the whole batch of all devices "
+                           "(default: on when BN is trained on 2+ devices with fewer than "
+                           f"{SYNCBN_BELOW} images each; the batch must split evenly)")
+    sync.add_argument("--no_syncbn", dest="syncbn", action="store_const", const=False,
+                      help="never SyncBatchNorm (each device's BN sees its own images)")
     g.add_argument("--amp", action="store_true",
                    help="automatic mixed precision (MXNet AMP): float16 with dynamic loss "
                         "scaling on GPUs, bfloat16 on CPUs that support it; weights, "
@@ -175,6 +183,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         config = config_from_args(args)
         ctxs = resolve_contexts(config.gpus, config.cpu_devices)
+        check_devices(config.batch_size, len(ctxs), config.syncbn,
+                      bool(config.freeze_batch_norm))
         if config.amp:
             amp_dtype(ctxs)  # a one-line error before anything starts where AMP cannot run
     except ValueError as err:

@@ -63,8 +63,8 @@ class TrainConfig:
     # devices
     gpus: str = ""
     cpu_devices: int = 0
-    kvstore: str = "device"
-    syncbn: bool = False
+    kvstore: Optional[str] = None  # None: chosen from the devices (multi_device.choose_kvstore)
+    syncbn: Optional[bool] = None  # None: automatic (multi_device.resolve_syncbn)
     amp: bool = False
     # output
     output_dir: str = "runs/deeplab"
@@ -111,10 +111,12 @@ class TrainConfig:
             raise ValueError("--pre_trained_model and --init_checkpoint both set the starting "
                              "weights; give one")
         self._check_optimizer()
+        if self.syncbn not in (None, True, False):
+            raise ValueError(f"--syncbn must be on, off or automatic (None), got {self.syncbn!r}")
         if self.syncbn and self.freeze_batch_norm:
             raise ValueError("--syncbn has no effect with --freeze_batch_norm 1 (frozen BN uses "
                              "running statistics); drop one")
-        if self.kvstore not in KVSTORES:
+        if self.kvstore is not None and self.kvstore not in KVSTORES:
             raise ValueError(f"--kvstore {self.kvstore!r}: expected device, local, nccl, "
                              "dist_sync or dist_device_sync (synchronous: every worker applies "
                              "the same update)")

@@ -70,8 +70,10 @@ class TrainingBoard:
         elif self.writer is None:
             return
         elif kind == "train":
-            scalars = {"train/loss": record["loss"], "train/lr": record["lr"],
+            scalars = {"train/lr": record["lr"],
                        "train/images_per_second": record["it_per_s"] * self.images_per_step}
+            if record.get("loss") is not None:  # None: every step of the window was skipped
+                scalars["train/loss"] = record["loss"]
             if "loss_scale" in record:
                 scalars["train/amp_loss_scale"] = record["loss_scale"]
             self.writer.scalars(scalars, step)
@@ -124,23 +126,19 @@ def config_markdown(record: Dict[str, Any]) -> str:
 
 
 class RunLog(JsonlLog):
-    """``log.jsonl``, each record also sent to a :class:`TrainingBoard` when one is given. A
-    train record of an AMP run carries the dynamic loss scale (``loss_scale``)."""
+    """``log.jsonl``, each record also sent to a :class:`TrainingBoard` when one is given."""
 
-    def __init__(self, path: str, board: Optional[TrainingBoard] = None, trainer: Any = None):
+    def __init__(self, path: str, board: Optional[TrainingBoard] = None):
         super().__init__(path)
-        self.board, self.trainer = board, trainer
+        self.board = board
 
     def write(self, record: Dict[str, Any]) -> None:
-        scaler = getattr(self.trainer, "_amp_loss_scaler", None)
-        if scaler is not None and record.get("kind") == "train":
-            record = dict(record, loss_scale=float(scaler.loss_scale))
         super().write(record)
         if self.board is not None:
             self.board.write(record)
 
 
-def open_run_log(out: str, name: str, tensorboard: bool, net: Any = None, trainer: Any = None,
+def open_run_log(out: str, name: str, tensorboard: bool, net: Any = None,
                  val_set: Any = None) -> RunLog:
     """The log ``out/name``; with ``tensorboard`` (the flag, on the chief) mirrored into
     ``out/tensorboard/``, or one line saying how to install the writer when it is missing."""
@@ -151,7 +149,7 @@ def open_run_log(out: str, name: str, tensorboard: bool, net: Any = None, traine
             print(missing, flush=True)
         else:
             board = TrainingBoard(os.path.join(out, TENSORBOARD_DIR), net, val_set)
-    return RunLog(os.path.join(out, name), board, trainer)
+    return RunLog(os.path.join(out, name), board)
 
 
 def plot_curves(records: List[Dict[str, Any]], path: str) -> None:

@@ -2,32 +2,14 @@
 
 from __future__ import annotations
 
-import threading
-import warnings
 from typing import List, Optional, Sequence
 
 import mxnet as mx
 from mxnet import autograd
 
 from ..data import normalize_batch
+from .cpu_step import needs_step_thread, step_thread, step_threads
 from .loss import SegmentationLoss, count_valid_pixels
-
-
-def warn_single_image_batchnorm(batch_size: int, num_devices: int, freeze_bn: bool,
-                                syncbn: bool) -> bool:
-    """Warn (once per run; returns True) when a device trains BatchNorm on a single image.
-
-    Then the image-pooling branch's BN normalizes one value per channel: its output is the
-    constant beta and that branch carries no information.
-    """
-    if freeze_bn or syncbn or batch_size // max(num_devices, 1) > 1:
-        return False
-    warnings.warn(
-        f"--batch_size {batch_size} over {num_devices} device(s) gives one image per device "
-        "with BatchNorm trained: the image-pooling branch's BN sees a single value per channel "
-        "and outputs the constant beta; use --syncbn or a larger --batch_size "
-        "(or --freeze_batch_norm 1)", UserWarning, stacklevel=2)
-    return True
 
 
 def split_batch(data: mx.nd.NDArray, ctxs: Sequence[mx.Context]) -> List[mx.nd.NDArray]:
@@ -35,65 +17,65 @@ def split_batch(data: mx.nd.NDArray, ctxs: Sequence[mx.Context]) -> List[mx.nd.N
     return mx.gluon.utils.split_and_load(data, list(ctxs), batch_axis=0, even_split=False)
 
 
+def _seed_here(seed: int, ctxs: Sequence[mx.Context]) -> None:
+    for k, ctx in enumerate(ctxs):
+        mx.random.seed((seed + k * 65_537) % (2 ** 31 - 1), ctx=ctx)
+
+
+def seed_devices(seed: int, ctxs: Sequence[mx.Context]) -> None:
+    """Seed MXNet's generator on every device (distinct streams per device), in this thread
+    and in the CPU step threads (MXNet's generators belong to the thread that pushes)."""
+    _seed_here(seed, ctxs)
+    for thread in step_threads():
+        thread.run(_seed_here, seed, ctxs)
+
+
 def forward_backward(net: mx.gluon.Block, loss_fn: SegmentationLoss, images: mx.nd.NDArray,
                      labels: mx.nd.NDArray, ctxs: Sequence[mx.Context],
-                     parallel: bool = False,
-                     amp_trainer: Optional[mx.gluon.Trainer] = None) -> float:
-    """Forward and backward of one batch over ``ctxs``; returns the batch loss.
+                     amp_trainer: Optional[mx.gluon.Trainer] = None) -> mx.nd.NDArray:
+    """Forward and backward of one batch over ``ctxs``; returns the batch loss, a 1-element
+    array on ``ctxs[0]`` (read it only when needed: reading waits for the step).
 
     Each device gets a slice; every slice's loss is divided by the labelled-pixel count of
     the whole batch, so the gradients the kvstore adds up are those of the whole-batch loss
-    (``trainer.step(1)`` then applies them unscaled). ``parallel`` runs each device in its own
-    thread: SyncBatchNorm needs every device inside its forward and backward at once.
-    ``amp_trainer`` (AMP, see mixed_precision.py): the backward pass runs on the loss times
-    that trainer's dynamic loss scale (``amp.scale_loss``); the returned loss is unscaled.
+    (``trainer.step(1)`` then applies them unscaled). The forward runs on each device in
+    turn inside one ``autograd.record``, then one backward covers every device's loss: MXNet
+    runs each device's operators on its own worker, so the devices of a SyncBatchNorm meet
+    in its barriers without a thread per device or a wait. ``amp_trainer`` (AMP, see
+    mixed_precision.py): the backward runs on the loss times that trainer's dynamic loss
+    scale (``amp.scale_loss``), and its scaler sees the loss (a non-finite one skips the
+    step); the returned loss is unscaled.
     """
     ctxs = list(ctxs)
+    if needs_step_thread(net, ctxs):
+        return step_thread(len(ctxs)).run(
+            _forward_backward, net, loss_fn, images, labels, ctxs, amp_trainer)
+    return _forward_backward(net, loss_fn, images, labels, ctxs, amp_trainer)
 
-    def backward(heads: List[mx.nd.NDArray]) -> None:
-        if amp_trainer is None:
-            autograd.backward(heads)
-            return
-        from mxnet.contrib import amp
 
-        with autograd.record(), amp.scale_loss(heads, amp_trainer) as scaled:
-            autograd.backward(scaled)
-
-    normalizer = count_valid_pixels([labels], loss_fn.ignore_label)  # host copy, before splitting
+def _forward_backward(net, loss_fn, images, labels, ctxs, amp_trainer) -> mx.nd.NDArray:
+    normalizer = count_valid_pixels(labels, loss_fn.ignore_label)  # before splitting
     parts = [normalize_batch(p) for p in split_batch(images, ctxs)]  # uint8 -> float on device
     targets = split_batch(labels, ctxs)
-    losses: List[mx.nd.NDArray] = [None] * len(parts)
-    errors: List[BaseException] = []
+    with autograd.record():
+        losses = [loss_fn(net(x), y, normalizer.as_in_context(y.context))
+                  for x, y in zip(parts, targets)]
+    _backward(losses, amp_trainer)
+    total = mx.nd.add_n(*[loss.as_in_context(ctxs[0]) for loss in losses])
+    watch = getattr(getattr(amp_trainer, "_amp_loss_scaler", None), "watch", None)
+    if watch is not None:
+        watch(total)
+    return total
 
-    def run(i: int) -> None:
-        try:
-            with autograd.record():
-                losses[i] = loss_fn(net(parts[i]), targets[i], normalizer)
-            backward([losses[i]])
-        except BaseException as err:  # surfaced in the calling thread
-            errors.append(err)
 
-    if parallel and len(parts) > 1:
-        threads = [threading.Thread(target=run, args=(i,)) for i in range(len(parts))]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        # SyncBatchNorm blocks a device's engine worker (one per CPU context) in a barrier
-        # until every device reaches the same layer. A SyncBN layer that gets no backward (the
-        # backbone's input BN: no parameters, no input gradient) lets the next step's forward
-        # start on a device while its worker still has this step's backward queued: that
-        # worker then waits in the forward barrier and the other one in a backward barrier,
-        # for ever. So every device finishes the step before the next one is pushed.
-        mx.nd.waitall()
-        if errors:
-            raise errors[0]
-    else:
-        with autograd.record():
-            for i in range(len(parts)):
-                losses[i] = loss_fn(net(parts[i]), targets[i], normalizer)
-        backward(losses)
-    return float(sum(loss.asscalar() for loss in losses))
+def _backward(heads: List[mx.nd.NDArray], amp_trainer: Optional[mx.gluon.Trainer]) -> None:
+    if amp_trainer is None:
+        autograd.backward(heads)
+        return
+    from mxnet.contrib import amp
+
+    with autograd.record(), amp.scale_loss(heads, amp_trainer) as scaled:
+        autograd.backward(scaled)
 
 
 def nonfinite_parameters(net: mx.gluon.Block) -> List[str]:

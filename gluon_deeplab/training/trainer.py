@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import math
 import os
-import time
 import uuid
-from typing import Any, Dict, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import mxnet as mx
 import numpy as np
@@ -36,7 +35,15 @@ from .lock import FolderLock
 from .loss import SegmentationLoss
 from .mixed_precision import describe_amp, init_amp, init_amp_trainer
 from .monitor import open_run_log, plot_curves
+from .multi_device import (
+    check_devices,
+    choose_kvstore,
+    distributed_worker,
+    nccl_available,
+    warn_few_images_batchnorm,
+)
 from .optim import make_trainer
+from .progress import LossWindow, check_loss_scale, log_window
 from .run_folder import (
     BEST,
     FINAL,
@@ -50,12 +57,7 @@ from .run_folder import (
     same_run,
 )
 from .schedule import poly_lr
-from .step import (
-    RunningStatsSync,
-    forward_backward,
-    nonfinite_parameters,
-    warn_single_image_batchnorm,
-)
+from .step import RunningStatsSync, forward_backward, nonfinite_parameters, seed_devices
 
 LOG_FILE, CURVES_FILE = "log.jsonl", "curves.png"
 DEFAULT_TRAIN_SPLITS = {"voc_aug": "train_aug"}
@@ -65,12 +67,6 @@ def step_seed(seed: int, iteration: int, rank: int = 0) -> int:
     """The random seed of one step (dropout): a function of (seed, iteration, worker) only,
     so a resumed run draws the same dropout masks as an uninterrupted one."""
     return (seed * 1_000_003 + iteration * 7919 + rank * 104_729) % (2 ** 31 - 1)
-
-
-def seed_devices(seed: int, ctxs: Sequence[mx.Context]) -> None:
-    """Seed MXNet's generator on every device (distinct streams per device)."""
-    for k, ctx in enumerate(ctxs):
-        mx.random.seed((seed + k * 65_537) % (2 ** 31 - 1), ctx=ctx)
 
 
 class _Distributed:
@@ -204,17 +200,32 @@ def train(settings: Union[TrainConfig, Mapping[str, Any]]) -> Dict[str, Any]:
     """
     args = as_config(settings)
     ctxs = resolve_contexts(args.gpus, args.cpu_devices)  # before anything heavy starts
+    notes = _plan_devices(args, ctxs)
     amp_dtype = init_amp(ctxs) if args.amp else None  # before the model is built
     dist = _Distributed(args.kvstore)
     if not dist.chief:  # only the chief writes to the output folder
-        return _train(args, ctxs, dist, amp_dtype)
+        return _train(args, ctxs, dist, amp_dtype, notes)
     os.makedirs(args.output_dir, exist_ok=True)
     with FolderLock(args.output_dir):
-        return _train(args, ctxs, dist, amp_dtype)
+        return _train(args, ctxs, dist, amp_dtype, notes)
 
 
-def _train(args: TrainConfig, ctxs, dist: _Distributed,
-           amp_dtype: Optional[str]) -> Dict[str, Any]:
+def _plan_devices(args: TrainConfig, ctxs: Sequence[mx.Context]) -> List[str]:
+    """Settle SyncBN and the kvstore in ``args`` (recorded as used); the lines to say."""
+    syncbn, note = check_devices(args.batch_size, len(ctxs), args.syncbn,
+                                 bool(args.freeze_batch_norm))
+    args.syncbn = syncbn
+    distributed = distributed_worker()
+    args.kvstore, why = choose_kvstore(args.kvstore, [c.device_type for c in ctxs],
+                                       nccl_available(), distributed)
+    notes = [note] if note else []
+    if len(ctxs) > 1 or "dist" in args.kvstore:
+        notes.append(f"kvstore: {args.kvstore} ({why})")
+    return notes
+
+
+def _train(args: TrainConfig, ctxs, dist: _Distributed, amp_dtype: Optional[str],
+           notes: Sequence[str] = ()) -> Dict[str, Any]:
     out = args.output_dir
     bar: Optional[tqdm] = None
 
@@ -226,6 +237,8 @@ def _train(args: TrainConfig, ctxs, dist: _Distributed,
                 print(message, flush=True)
 
     resume_path = _find_start(args, say)
+    for note in notes:
+        say(note)
     if amp_dtype:
         say(describe_amp(amp_dtype, ctxs))
     if dist.chief:
@@ -241,10 +254,9 @@ def _train(args: TrainConfig, ctxs, dist: _Distributed,
     num_classes = train_set.num_classes
     mx.random.seed(args.seed)  # initialization of the head (and a backbone not pretrained)
     np.random.seed(args.seed)
-    freeze_bn = bool(args.freeze_batch_norm)
-    syncbn = args.syncbn and len(ctxs) > 1 and not freeze_bn
+    freeze_bn, syncbn = bool(args.freeze_batch_norm), args.syncbn
     if dist.chief:
-        warn_single_image_batchnorm(args.batch_size, len(ctxs), freeze_bn, syncbn)
+        warn_few_images_batchnorm(args.batch_size, len(ctxs), freeze_bn, syncbn)
     source = resume_path or args.init_checkpoint
     ckpt = load_checkpoint(source) if source else None
     net = build_model(num_classes, args.base_architecture, args.aspp_or_vortex,
@@ -263,8 +275,7 @@ def _train(args: TrainConfig, ctxs, dist: _Distributed,
     elif ckpt is not None:
         load_model_weights(net, ckpt, args.init_checkpoint)
         say(f"initialized from {args.init_checkpoint} (weights only; schedule starts at 0)")
-    # SyncBatchNorm runs the devices in threads, which hybridized graphs do not support.
-    if args.hybridize and not syncbn:
+    if args.hybridize:
         net.hybridize()
     trainer = make_trainer(net, args.initial_learning_rate, args.weight_decay,
                            args.head_lr_mult, dist.kvstore)
@@ -275,7 +286,7 @@ def _train(args: TrainConfig, ctxs, dist: _Distributed,
     sync_running_stats = RunningStatsSync(
         net, dist.kvstore if dist.num_workers > 1 else None, dist.num_workers)
     loss_fn = SegmentationLoss(train_set.ignore_label, args.aux_weight if args.aux else 0.0)
-    log = open_run_log(out, LOG_FILE, args.tensorboard and dist.chief, net, trainer, val_set)
+    log = open_run_log(out, LOG_FILE, args.tensorboard and dist.chief, net, val_set)
     if dist.chief:
         if resume_path:
             log.truncate_after(start)
@@ -314,7 +325,7 @@ def _train(args: TrainConfig, ctxs, dist: _Distributed,
             f"pixel acc {metrics['pixel_accuracy']:.4f}"
             f"{' (best)' if improved else f' (best {best_miou:.4f})'}")
 
-    last_loss = float("nan")
+    last_loss: Union[float, mx.nd.NDArray] = float("nan")
     trained = start < max_iter
     if not trained:
         say(f"{resume_path} is at iteration {start} >= --max_iter {max_iter}: nothing to do")
@@ -326,34 +337,28 @@ def _train(args: TrainConfig, ctxs, dist: _Distributed,
                                  shard=(dist.rank, dist.num_workers))
         bar = tqdm(total=max_iter, initial=start, desc="train", unit="it",
                    disable=not dist.chief or not args.progress, dynamic_ncols=True)
-        window_loss, window_steps, window_start = 0.0, 0, time.perf_counter()
+        window = LossWindow()
+        scaler = getattr(trainer, "_amp_loss_scaler", None)
         try:
             for iteration, (images, labels) in enumerate(loader, start=start):
                 lr = poly_lr(iteration, max_iter, args.initial_learning_rate,
                              args.end_learning_rate)
                 trainer.set_learning_rate(lr)
                 seed_devices(step_seed(args.seed, iteration, dist.rank), ctxs)
-                loss = forward_backward(net, loss_fn, images, labels, ctxs, parallel=syncbn,
+                loss = forward_backward(net, loss_fn, images, labels, ctxs,
                                         amp_trainer=trainer if amp_dtype else None)
-                if not math.isfinite(loss):
-                    raise TrainingDiverged(
-                        f"loss is {loss} at iteration {iteration + 1}: training stopped; the "
-                        f"diverged weights were not saved (last good checkpoint: "
-                        f"{last_good or 'none'}); lower --initial_learning_rate and resume")
                 trainer.step(dist.num_workers)
                 done = iteration + 1
-                last_loss = loss
-                window_loss += loss
-                window_steps += 1
+                if scaler is not None and scaler.last_skipped:
+                    window.skipped += 1  # AMP overflow (loss or gradients): no update
+                    check_loss_scale(scaler, done, last_good)
+                else:
+                    last_loss = loss
+                    window.add(done, loss)
                 bar.update(1)
-                bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
                 if done % args.log_interval == 0 or done == max_iter:
-                    elapsed = time.perf_counter() - window_start
-                    if dist.chief:
-                        log.write({"kind": "train", "iteration": done,
-                                   "loss": window_loss / window_steps, "lr": lr,
-                                   "it_per_s": window_steps / max(elapsed, 1e-9)})
-                    window_loss, window_steps, window_start = 0.0, 0, time.perf_counter()
+                    log_window(window, done, lr, scaler, log if dist.chief else None,
+                                bar, last_good)
                 validating = val_set is not None and (
                     done % args.val_interval == 0 or done == max_iter)
                 saving = done % args.checkpoint_interval == 0 and done < max_iter
@@ -385,5 +390,8 @@ def _train(args: TrainConfig, ctxs, dist: _Distributed,
         # Every worker's weights, to check that the workers stayed in lock step.
         check_weights(start)
         atomic_write(os.path.join(out, f"final-rank{dist.rank}.params"), net.save_parameters)
+    if isinstance(last_loss, mx.nd.NDArray):
+        last_loss = float(last_loss.asscalar())
     return {"checkpoint": final, "best_miou": best_miou, "iteration": start,
             "output_dir": out, "last_loss": last_loss, "max_iter": max_iter}
+
