@@ -78,8 +78,9 @@ def benchmark_training(backbone: str = "resnet50_v2", batch_size: int = 4, crop_
                        hybridize: bool = True, warmup: int = 1, num_classes: int = 21,
                        amp: bool = False, syncbn: bool = False) -> Dict[str, float]:
     """Seconds per training step (forward, backward, SGD update; after ``warmup`` steps) of
-    the trainer's own step on random images and labels. ``amp`` trains as ``--amp`` does; it switches this whole process to AMP (see mixed_precision.py).
-    ``syncbn`` builds the model with SyncBatchNorm over the devices of ``ctx``."""
+    the trainer's own step on random images and labels. ``amp`` trains as ``--amp`` does;
+    it switches this whole process to AMP (see mixed_precision.py). ``syncbn`` builds the
+    model with SyncBatchNorm over the devices of ``ctx``."""
     ctxs = [mx.cpu()] if ctx is None else ([ctx] if isinstance(ctx, mx.Context) else list(ctx))
     amp_dtype = init_amp(ctxs) if amp else None
     net = build_model(num_classes, backbone, "aspp", output_stride, ctx=ctxs,
