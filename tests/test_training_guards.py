@@ -75,10 +75,13 @@ def all_finite(path):
 
 
 def fingerprint(folder):
+    """SHA-256 of every file under ``folder`` (TensorBoard's event files included)."""
     out = {}
-    for name in sorted(os.listdir(folder)):
-        with open(os.path.join(folder, name), "rb") as f:
-            out[name] = hashlib.sha256(f.read()).hexdigest()
+    for parent, _, names in os.walk(folder):
+        for name in names:
+            path = os.path.join(parent, name)
+            with open(path, "rb") as f:
+                out[os.path.relpath(path, folder)] = hashlib.sha256(f.read()).hexdigest()
     return out
 
 
