@@ -89,7 +89,7 @@ def test_a_training_step_sees_the_same_loss_from_uint8_and_float_batches(synth):
     for x, y in ((images, labels), (mx.nd.array(float_images), mx.nd.array(float_labels))):
         for k, ctx in enumerate(ctxs):
             mx.random.seed(k, ctx=ctx)  # the same dropout masks
-        losses.append(forward_backward(net, SegmentationLoss(), x, y, ctxs))
+        losses.append(forward_backward(net, SegmentationLoss(), x, y, ctxs).asscalar())
     assert losses[0] == pytest.approx(losses[1], rel=1e-6)
 
 
