@@ -101,3 +101,14 @@ def onnx_export_matches_checkpoint():
         assert np.abs(got - expected).max() < 1e-3 * max(1.0, np.abs(expected).max())
         return files
     return check
+
+
+@pytest.fixture
+def predict_py_probabilities():
+    """(net, x N x 3 x H x W) -> predict.py's probabilities (numpy N x C x H x W) of each
+    image: padded with the mean to output_stride * k + 1, logits cropped back, softmax."""
+    from gluon_deeplab.evaluation import predict_probabilities
+
+    def probabilities(net, x):
+        return np.stack([predict_probabilities(net, image, mx.cpu()) for image in x])
+    return probabilities

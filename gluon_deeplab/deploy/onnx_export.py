@@ -69,7 +69,7 @@ def export_onnx(net: HybridBlock, path: str, input_size: Tuple[int, int],
         raise FileExistsError(f"{path} exists; choose another --output or pass --overwrite")
     with tempfile.TemporaryDirectory() as tmp:
         symbol_file, params_file = export_model(net, os.path.join(tmp, "model"),
-                                                probe_size=(h, w))
+                                                probe_size=(h, w), self_padding=False)
         tmp_onnx = os.path.join(tmp, "model.onnx")
         with _pinned_opset(onnx, ONNX_OPSET):
             mx.onnx.export_model(symbol_file, params_file, [(1, 3, h, w)], [np.float32],
