@@ -3,11 +3,13 @@
 
 Locally (N workers on this machine, for trying it out)::
 
-    python scripts/launch_dist.py -n 2 -s 1 -- --dataset synthetic --data_dir data/synth ...
+    python scripts/launch_dist.py -n 2 -s 1 -- --dataset synthetic --data_dir DIR ...
+
+(DIR: e.g. ``runs/quickstart/data``, which ``sh sh/quickstart.sh`` writes.)
 
 On several machines (one worker per host of the file, over ssh; --dry_run prints the commands)::
 
-    python scripts/launch_dist.py --hostfile hosts.txt -- --data_dir /shared/VOCdevkit_aug ...
+    python scripts/launch_dist.py --hostfile hosts.txt -- --data_dir /shared/voc ...
 """
 
 from __future__ import annotations

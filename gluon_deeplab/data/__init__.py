@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from .datasets import (
+    DATASET_CHOICES,
     DATASET_NAMES,
     VOC_CLASSES,
     SegmentationDataset,
+    canonical_dataset_name,
     check_disjoint,
     default_data_dir,
+    explain_data_error,
     folder_dataset,
     get_dataset,
     gluoncv_voc_root,
+    layouts_in,
     read_label_any,
     read_list,
     sbd_dataset,
@@ -35,7 +39,8 @@ from .transforms import (
 )
 
 __all__ = [
-    "DATASET_NAMES", "VOC_CLASSES", "check_disjoint", "default_data_dir", "gluoncv_voc_root",
+    "DATASET_CHOICES", "DATASET_NAMES", "VOC_CLASSES", "canonical_dataset_name", "check_disjoint",
+    "default_data_dir", "explain_data_error", "gluoncv_voc_root", "layouts_in",
     "read_label_any", "train_val_datasets", "IGNORE_LABEL", "MEAN", "STD", "DataError",
     "SegmentationDataset", "SeededBatchSampler", "SegmentationLoader", "TrainTransform",
     "ValTransform", "benchmark_loader", "folder_dataset", "get_dataset", "make_dataloader",

@@ -1,5 +1,10 @@
 """Segmentation datasets: one base class and the five on-disk layouts.
 
+Two layouts hold VOC 2012 + SBD: ``voc_sbd`` (old name ``vocaug``) reads SBD as gluoncv and
+``scripts/download_voc.py`` lay it out (``VOCaug/dataset``, ``.mat`` labels) beside VOC 2012;
+``voc_aug`` reads SegmentationClassAug: the same labels as grayscale PNGs, from the
+``SegmentationClassAug.zip`` that DrSleep's tensorflow-deeplab-resnet links (not downloaded here).
+
 Every dataset is a list of ``(id, image_path, label_path)`` samples built from a split list file at
 construction time (fast: file existence is checked with one directory listing per folder); images
 and labels are read and validated lazily, per item (``load``), or all at once with ``check()``.
@@ -11,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import mxnet as mx
 import numpy as np
@@ -273,7 +278,7 @@ def voc_dataset(root: str, split: str = "train", **kwargs) -> SegmentationDatase
     return SegmentationDataset(samples, name=f"voc:{split}", **kwargs)
 
 
-# -- SBD (.mat), gluoncv's VOCaug layout ---------------------------------------------------------
+# -- SBD (.mat), gluoncv's VOCaug layout: voc_sbd ------------------------------------------------
 def _sbd_train_aug(base: str, voc_root: str, **kwargs) -> SegmentationDataset:
     """The paper's train_aug: (SBD train + SBD val + VOC 2012 train) minus VOC 2012 val.
 
@@ -303,7 +308,7 @@ def _sbd_train_aug(base: str, voc_root: str, **kwargs) -> SegmentationDataset:
     samples.sort(key=lambda sample: sample[0])
     kwargs.setdefault("classes", VOC_CLASSES if kwargs.get("num_classes", 21) == 21 else None)
     kwargs.setdefault("num_classes", 21)
-    return SegmentationDataset(samples, name="vocaug:train_aug", label_reader=read_label_any,
+    return SegmentationDataset(samples, name="voc_sbd:train_aug", label_reader=read_label_any,
                                **kwargs)
 
 
@@ -325,7 +330,7 @@ def sbd_dataset(root: str, split: str = "train", voc_root: Optional[str] = None,
         return _sbd_train_aug(base, voc_root or root, **kwargs)
     list_path = _split_file(base, split, "SBD (VOCaug)")
     ids = read_list(list_path)
-    name = f"vocaug:{split}"
+    name = f"voc_sbd:{split}"
     if split == "train":
         val_ids = voc2012_val_ids(voc_root or root)
         if val_ids is None:
@@ -441,8 +446,14 @@ def synthetic_dataset(root: str, split: str = "train", num_classes: Optional[int
 
 
 # -- defaults and train/val pairing ------------------------------------------------------------
-VOC_FAMILY = ("voc", "vocaug", "voc_aug")  # ids are VOC image ids, comparable across layouts
+VOC_FAMILY = ("voc", "voc_sbd", "voc_aug")  # ids are VOC image ids, comparable across layouts
 LEGACY_DATA_DIR = "./VOCdevkit_aug"
+DATASET_ALIASES = {"vocaug": "voc_sbd"}  # the SBD layout's first name
+
+
+def canonical_dataset_name(name: str) -> str:
+    """The name of a layout, ``vocaug`` being the old name of ``voc_sbd``."""
+    return DATASET_ALIASES.get(name, name)
 
 
 def gluoncv_voc_root() -> str:
@@ -452,14 +463,53 @@ def gluoncv_voc_root() -> str:
 
 
 def default_data_dir(dataset: str) -> str:
-    """``--data_dir`` when not given: gluoncv's root for voc and vocaug, else ./VOCdevkit_aug."""
-    return gluoncv_voc_root() if dataset in ("voc", "vocaug") else LEGACY_DATA_DIR
+    """``--data_dir`` when not given: gluoncv's root for voc and voc_sbd, else ./VOCdevkit_aug."""
+    return gluoncv_voc_root() if canonical_dataset_name(dataset) in ("voc", "voc_sbd") \
+        else LEGACY_DATA_DIR
+
+
+def layouts_in(root: Optional[str]) -> List[str]:
+    """The layouts whose folders ``root`` holds (for error hints)."""
+    if not root or not os.path.isdir(root):
+        return []
+    found = []
+    if os.path.isfile(os.path.join(root, META_FILE)):
+        found.append("synthetic")
+    if os.path.isdir(os.path.join(root, "SegmentationClassAug")):
+        found.append("voc_aug")
+    if _first_dir([os.path.join(root, "VOCaug", "dataset"), os.path.join(root, "dataset"), root],
+                  ["img", "cls"]):
+        found.append("voc_sbd")
+    if not found and find_voc2012(root):  # a synthetic set is in VOC's layout too
+        found.append("voc")
+    return found
+
+
+def explain_data_error(err: Exception, script: str, defaults: Sequence[Tuple[str, Any]],
+                       dataset: str, root: Optional[str],
+                       dataset_flag: str = "--dataset") -> DataError:
+    """``err`` (a dataset that cannot be read) followed by what the user did not choose: the
+    flags whose defaults were used, and the ``dataset_flag`` value that reads ``root`` when it
+    holds another layout (or that download_voc.py fills gluoncv's empty root)."""
+    text = str(err)
+    if defaults:
+        flags = " and ".join(f"{flag} {value}" for flag, value in defaults)
+        text += f"; {flags} {'are' if len(defaults) > 1 else 'is'} {script}'s " \
+                f"default{'s' if len(defaults) > 1 else ''}"
+    found = layouts_in(root)
+    dataset = canonical_dataset_name(dataset)
+    if found and dataset not in found:
+        text += f"; {root} holds a {found[0]} set: pass {dataset_flag} {found[0]}"
+    elif not found and dataset in ("voc", "voc_sbd") and root and \
+            os.path.abspath(root) == os.path.abspath(gluoncv_voc_root()):
+        text += "; scripts/download_voc.py downloads VOC 2012 and SBD there"
+    return DataError(text)
 
 
 def check_disjoint(train: SegmentationDataset, val: SegmentationDataset, limit: int = 5) -> None:
     """Refuse a validation set sharing images with the training set (DataError naming ids).
 
-    VOC-family datasets (voc, vocaug, voc_aug) compare image ids, which name the same image
+    VOC-family datasets (voc, voc_sbd, voc_aug) compare image ids, which name the same image
     across layouts; other datasets compare the image files themselves.
     """
     family = {ds.name.split(":")[0] for ds in (train, val)}
@@ -505,18 +555,20 @@ def train_val_datasets(dataset: str, data_dir: Optional[str], train_split: str,
     return train, val
 
 
-_FACTORIES = {"voc": voc_dataset, "vocaug": sbd_dataset, "voc_aug": voc_aug_dataset,
+_FACTORIES = {"voc": voc_dataset, "voc_sbd": sbd_dataset, "voc_aug": voc_aug_dataset,
               "folder": folder_dataset, "synthetic": synthetic_dataset}
 DATASET_NAMES = tuple(_FACTORIES)
+DATASET_CHOICES = DATASET_NAMES + tuple(DATASET_ALIASES)  # what --dataset accepts
 
 
 def get_dataset(name: str, root: str, split: str = "train", mode: str = "train",
                 crop_size: Union[int, Sequence[int]] = 513, num_classes: Optional[int] = None,
                 ignore_label: int = IGNORE_LABEL, **options) -> SegmentationDataset:
-    """A ``SegmentationDataset`` of layout ``name`` ('voc', 'vocaug', 'voc_aug', 'folder',
-    'synthetic') under ``root``. ``options``: skip_bad, scale_range, flip, blur_prob, classes, and
-    per layout: voc_root (vocaug); image_dir, label_dir, list_file, label_ext (folder);
-    num_train, num_val, size, seed (synthetic generation)."""
+    """A ``SegmentationDataset`` of layout ``name`` ('voc', 'voc_sbd' (alias 'vocaug'),
+    'voc_aug', 'folder', 'synthetic') under ``root``. ``options``: skip_bad, scale_range, flip,
+    blur_prob, classes, and per layout: voc_root (voc_sbd); image_dir, label_dir, list_file,
+    label_ext (folder); num_train, num_val, size, seed (synthetic generation)."""
+    name = canonical_dataset_name(name)
     if name not in _FACTORIES:
         raise ValueError(f"unknown dataset {name!r}; expected one of {', '.join(DATASET_NAMES)}")
     if not os.path.isdir(root) and name != "synthetic":  # synthetic: its own message

@@ -17,7 +17,7 @@ import mxnet as mx
 
 from ..checkpoint import Checkpoint, atomic_write, load_checkpoint, model_from_checkpoint
 from ..data import MEAN, STD, VOC_CLASSES, SegmentationDataset
-from ..data.datasets import read_synthetic_meta
+from ..data.datasets import VOC_FAMILY, canonical_dataset_name, read_synthetic_meta
 from ..export import (
     EXPORT_PROBE_SIZE,
     PADS_INPUT,
@@ -59,7 +59,8 @@ def _classes(ckpt: Checkpoint) -> Optional[list]:
             meta = None
         if meta and len(meta.get("classes", [])) == num_classes:
             return list(meta["classes"])
-    if dataset in ("voc", "vocaug", "voc_aug") and num_classes == len(VOC_CLASSES):
+    if dataset and canonical_dataset_name(dataset) in VOC_FAMILY \
+            and num_classes == len(VOC_CLASSES):
         return list(VOC_CLASSES)
     return None
 

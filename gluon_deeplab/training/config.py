@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional, Union
 
+from ..data import canonical_dataset_name
 from ..models import canonical_backbone_name
 
 NO_RESUME = ("", "-1", "none")
@@ -38,11 +39,11 @@ class TrainConfig:
     decoder: bool = False
     separable: bool = False
     # data
-    dataset: str = "voc_aug"
-    data_dir: Optional[str] = None  # gluoncv's root for voc/vocaug, else ./VOCdevkit_aug
-    train_split: Optional[str] = None
+    dataset: str = "voc_sbd"
+    data_dir: Optional[str] = None  # gluoncv's root for voc/voc_sbd, else ./VOCdevkit_aug
+    train_split: Optional[str] = None  # train_aug for voc_sbd and voc_aug, else train
     val_split: str = "val"
-    val_dataset: Optional[str] = None
+    val_dataset: Optional[str] = None  # voc (VOC 2012 val) for voc_sbd, else --dataset
     val_data_dir: Optional[str] = None
     crop_size: int = 513
     ignore_label: int = 255
@@ -87,6 +88,9 @@ class TrainConfig:
         """Normalize (seed spellings, defaults that depend on other flags) and check the
         values in place; a bad value is a ValueError that names its flag. Returns ``self``."""
         self.base_architecture = canonical_backbone_name(self.base_architecture)
+        self.dataset = canonical_dataset_name(self.dataset)
+        if self.val_dataset:
+            self.val_dataset = canonical_dataset_name(self.val_dataset)
         _check_choice("output_stride", self.output_stride, (8, 16))
         _check_choice("aspp_or_vortex", self.aspp_or_vortex, (1, 2), "1 (ASPP) or 2 (Vortex)")
         for name in ("freeze_batch_norm", "hybridize", "progress"):

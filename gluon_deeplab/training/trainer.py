@@ -20,7 +20,13 @@ from ..checkpoint import (
     restore_trainer_states,
     save_checkpoint,
 )
-from ..data import default_data_dir, make_dataloader, train_val_datasets
+from ..data import (
+    DataError,
+    default_data_dir,
+    explain_data_error,
+    make_dataloader,
+    train_val_datasets,
+)
 from ..devices import resolve_contexts
 from ..evaluation import evaluate
 from ..models import (
@@ -58,7 +64,9 @@ from .step import (
 )
 
 LOG_FILE, CURVES_FILE = "log.jsonl", "curves.png"
-DEFAULT_TRAIN_SPLITS = {"voc_aug": "train_aug"}
+DEFAULT_TRAIN_SPLITS = {"voc_aug": "train_aug", "voc_sbd": "train_aug"}
+# SBD's own val overlaps train_aug: the recipe validates on VOC 2012 val, in the same root.
+DEFAULT_VAL_DATASETS = {"voc_sbd": "voc"}
 
 
 def step_seed(seed: int, iteration: int, rank: int = 0) -> int:
@@ -135,13 +143,25 @@ def _clean_folder(out: str, say) -> None:
 
 
 def _datasets(args: TrainConfig):
+    """The training and validation sets; an error names the defaults it came from."""
+    defaults = [("--dataset", args.dataset)] if args.dataset == TrainConfig.dataset else []
+    if not args.data_dir:
+        args.data_dir = default_data_dir(args.dataset)  # recorded as used
+        defaults.append(("--data_dir", args.data_dir))
+    validating = args.val_interval > 0
+    if validating and not args.val_dataset and args.dataset in DEFAULT_VAL_DATASETS:
+        args.val_dataset = DEFAULT_VAL_DATASETS[args.dataset]
+        defaults.append(("--val_dataset", args.val_dataset))
     train_split = args.train_split or DEFAULT_TRAIN_SPLITS.get(args.dataset, "train")
-    args.data_dir = args.data_dir or default_data_dir(args.dataset)  # recorded as used
-    return train_val_datasets(
-        args.dataset, args.data_dir, train_split,
-        args.val_split if args.val_interval > 0 else None, val_dataset=args.val_dataset,
-        val_data_dir=args.val_data_dir, crop_size=args.crop_size,
-        num_classes=args.num_classes, ignore_label=args.ignore_label)
+    try:
+        return train_val_datasets(
+            args.dataset, args.data_dir, train_split,
+            args.val_split if validating else None, val_dataset=args.val_dataset,
+            val_data_dir=args.val_data_dir, crop_size=args.crop_size,
+            num_classes=args.num_classes, ignore_label=args.ignore_label)
+    except DataError as err:
+        raise explain_data_error(err, "train.py", defaults, args.dataset,
+                                 args.data_dir) from None
 
 
 def _pretrained_weights(args: TrainConfig, resume_path: Optional[str],
@@ -219,8 +239,9 @@ def _train(args: TrainConfig, ctxs, dist: _Distributed,
         say(describe_amp(amp_dtype, ctxs))
     if dist.chief:
         _clean_folder(out, say)
-    pretrained = _pretrained_weights(args, resume_path, say)  # fails early when unavailable
+    # The data first: a missing dataset is the first thing to fix, before any download.
     train_set, val_set = _datasets(args)
+    pretrained = _pretrained_weights(args, resume_path, say)  # fails early when unavailable
     max_iter = args.max_iter
     if args.train_epochs is not None:
         max_iter = iterations_for_epochs(args.train_epochs, len(train_set), args.batch_size,
