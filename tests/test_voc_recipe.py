@@ -408,8 +408,8 @@ def test_the_documented_voc_recipe_runs_as_written(voc_mirror, tmp_path):
     from gluon_deeplab.checkpoint import load_checkpoint
 
     phase1 = load_checkpoint(str(work / "runs/deeplabv3/phase1_os16/best.params"))
-    assert (phase1.args["dataset"], phase1.args["val_dataset"], phase1.args["data_dir"]) == \
-        ("voc_sbd", "voc", root)
+    recorded = [phase1.args[k] for k in ("dataset", "train_split", "val_dataset", "data_dir")]
+    assert recorded == ["voc_sbd", "train_aug", "voc", root]
     phase2 = load_checkpoint(str(work / "runs/deeplabv3/phase2_os8/final.params"))
     assert phase2.model_config["output_stride"] == 8
     assert "mIoU" in outputs[2] and "(3 images," in outputs[2]  # VOC 2012 val of the tree

@@ -10,11 +10,9 @@ from .datasets import (
     canonical_dataset_name,
     check_disjoint,
     default_data_dir,
-    explain_data_error,
     folder_dataset,
     get_dataset,
     gluoncv_voc_root,
-    layouts_in,
     read_label_any,
     read_list,
     sbd_dataset,
@@ -24,6 +22,7 @@ from .datasets import (
     voc_aug_dataset,
     voc_dataset,
 )
+from .hints import explain_data_error, layouts_in
 from .io import DataError, read_image, read_label_mat, read_label_png
 from .loader import SeededBatchSampler, SegmentationLoader, benchmark_loader, make_dataloader
 from .synthetic import make_sample, make_synthetic_dataset, synthetic_classes

@@ -4,7 +4,9 @@ MXNet 1.9.1's converter only has translations up to opset 13 but stamps and chec
 with the installed ``onnx`` package's newest opset, which rejects e.g. ReduceMean's ``axes``
 attribute (an input since opset 18). The export therefore runs with the opset pinned to 13.
 The model must be built with ``fixed_size=(H, W)``: the converter handles BilinearResize2D only
-in size mode, so an ONNX file takes one input size (the batch dimension is free).
+in size mode, so an ONNX file takes one input size (the batch dimension is free). Unlike the
+symbol export it does not pad its input: at H, W = output_stride * k + 1 it gives predict.py's
+result.
 """
 
 from __future__ import annotations

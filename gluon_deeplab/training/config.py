@@ -10,15 +10,18 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any, Dict, Mapping, Optional, Union
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
-from ..data import canonical_dataset_name
+from ..data import canonical_dataset_name, default_data_dir
 from ..models import canonical_backbone_name
 
 NO_RESUME = ("", "-1", "none")
 DEFAULT_MAX_ITER = 30000
 DEFAULT_AUX_WEIGHT = 0.4
 KVSTORES = ("device", "local", "nccl", "dist_sync", "dist_device_sync", "dist_sync_device")
+DEFAULT_TRAIN_SPLITS = {"voc_aug": "train_aug", "voc_sbd": "train_aug"}
+# SBD's own val overlaps train_aug: the recipe validates on VOC 2012 val, in the same root.
+DEFAULT_VAL_DATASETS = {"voc_sbd": "voc"}
 
 
 @dataclass
@@ -116,6 +119,21 @@ class TrainConfig:
                              "dist_sync or dist_device_sync (synchronous: every worker applies "
                              "the same update)")
         return self
+
+    def fill_data_defaults(self) -> List[Tuple[str, Any]]:
+        """Set the data folder, training split and validation dataset left to their defaults
+        (so the run records what it used); returns the (flag, value) of each default that
+        chose data, for error messages."""
+        used = [("--dataset", self.dataset)] if self.dataset == TrainConfig.dataset else []
+        if not self.data_dir:
+            self.data_dir = default_data_dir(self.dataset)
+            used.append(("--data_dir", self.data_dir))
+        self.train_split = self.train_split or DEFAULT_TRAIN_SPLITS.get(self.dataset, "train")
+        if self.val_interval > 0 and not self.val_dataset \
+                and self.dataset in DEFAULT_VAL_DATASETS:
+            self.val_dataset = DEFAULT_VAL_DATASETS[self.dataset]
+            used.append(("--val_dataset", self.val_dataset))
+        return used
 
     def _check_length(self) -> None:
         if self.train_epochs is not None:

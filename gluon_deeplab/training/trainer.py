@@ -20,13 +20,7 @@ from ..checkpoint import (
     restore_trainer_states,
     save_checkpoint,
 )
-from ..data import (
-    DataError,
-    default_data_dir,
-    explain_data_error,
-    make_dataloader,
-    train_val_datasets,
-)
+from ..data import DataError, explain_data_error, make_dataloader, train_val_datasets
 from ..devices import resolve_contexts
 from ..evaluation import evaluate
 from ..models import (
@@ -64,9 +58,6 @@ from .step import (
 )
 
 LOG_FILE, CURVES_FILE = "log.jsonl", "curves.png"
-DEFAULT_TRAIN_SPLITS = {"voc_aug": "train_aug", "voc_sbd": "train_aug"}
-# SBD's own val overlaps train_aug: the recipe validates on VOC 2012 val, in the same root.
-DEFAULT_VAL_DATASETS = {"voc_sbd": "voc"}
 
 
 def step_seed(seed: int, iteration: int, rank: int = 0) -> int:
@@ -144,19 +135,11 @@ def _clean_folder(out: str, say) -> None:
 
 def _datasets(args: TrainConfig):
     """The training and validation sets; an error names the defaults it came from."""
-    defaults = [("--dataset", args.dataset)] if args.dataset == TrainConfig.dataset else []
-    if not args.data_dir:
-        args.data_dir = default_data_dir(args.dataset)  # recorded as used
-        defaults.append(("--data_dir", args.data_dir))
-    validating = args.val_interval > 0
-    if validating and not args.val_dataset and args.dataset in DEFAULT_VAL_DATASETS:
-        args.val_dataset = DEFAULT_VAL_DATASETS[args.dataset]
-        defaults.append(("--val_dataset", args.val_dataset))
-    train_split = args.train_split or DEFAULT_TRAIN_SPLITS.get(args.dataset, "train")
+    defaults = args.fill_data_defaults()
     try:
         return train_val_datasets(
-            args.dataset, args.data_dir, train_split,
-            args.val_split if validating else None, val_dataset=args.val_dataset,
+            args.dataset, args.data_dir, args.train_split,
+            args.val_split if args.val_interval > 0 else None, val_dataset=args.val_dataset,
             val_data_dir=args.val_data_dir, crop_size=args.crop_size,
             num_classes=args.num_classes, ignore_label=args.ignore_label)
     except DataError as err:
