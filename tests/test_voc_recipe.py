@@ -274,6 +274,16 @@ def test_download_script_checks_the_real_checksums(voc_mirror, tmp_path):
     assert _tree(root) == []
 
 
+def test_download_from_an_unresolvable_host_is_one_line_and_writes_nothing(tmp_path, capfd):
+    root = tmp_path / "voc"
+    with pytest.raises(DownloadError, match=r"^http://nonexistent\.invalid/VOCtrainval_11-May-"
+                                            r"2012\.tar: download failed \(OSError: host "
+                                            r"nonexistent\.invalid does not resolve"):
+        download_voc(str(root), mirror="http://nonexistent.invalid/")
+    assert _tree(root) == []
+    assert "Downloading" not in capfd.readouterr().out
+
+
 # -- names and the errors of defaults -----------------------------------------------------------
 def test_voc_sbd_is_the_sbd_layout_and_vocaug_its_old_name(gluoncv_root):
     from gluon_deeplab.data import DATASET_CHOICES, DATASET_NAMES
