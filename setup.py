@@ -1,5 +1,14 @@
 """gluon-deeplab: DeepLabV3 (ASPP / Vortex pooling) semantic segmentation in MXNet Gluon."""
+import os
+import runpy
+
 from setuptools import find_packages, setup
+
+# MXNet's CPU build and its CUDA builds are separate distributions writing the same mxnet/ folder,
+# so none is required (as gluoncv does) and one extra pins each: .[cpu], .[cu117] ... .[cu102].
+_builds = runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                      "gluon_deeplab", "mxnet_builds.py"))
+MXNET_EXTRAS = {build: [_builds["pip_requirement"](build)] for build in _builds["BUILDS"]}
 
 setup(
     name="gluon-deeplab",
@@ -10,7 +19,6 @@ setup(
     packages=find_packages(include=["gluon_deeplab", "gluon_deeplab.*"]),
     python_requires=">=3.8",
     install_requires=[
-        "mxnet==1.9.1",
         "gluoncv==0.10.5.post0",
         # mxnet 1.9.1 uses np.bool, removed in numpy 1.24.
         "numpy>=1.21,<1.24",
@@ -20,10 +28,16 @@ setup(
         "matplotlib>=3.5",
     ],
     extras_require={
-        "test": ["pytest>=7", "ruff>=0.5"],
+        **MXNET_EXTRAS,
+        # tensorboard: its EventAccumulator reads the event files back in the tests.
+        "test": ["pytest>=7", "ruff>=0.5", "tensorboard==2.21.0"],
         "crf": ["pydensecrf2==1.1"],
         # The newest pair that works with numpy < 1.24 and MXNet's opset-13 converter.
         "onnx": ["onnx==1.16.2", "onnxruntime==1.31.1"],
+        # dmlc_tracker's Kubernetes submitter (gluon-deeplab-launch --launcher kubernetes).
+        "kubernetes": ["kubernetes==37.0.2"],
+        # Writes the event files (numpy < 1.24 and onnx's protobuf are fine with it).
+        "tensorboard": ["tensorboardX==2.6.5"],
     },
     entry_points={
         "console_scripts": [
@@ -31,6 +45,12 @@ setup(
             "gluon-deeplab-eval=gluon_deeplab.evaluation.cli:eval_main",
             "gluon-deeplab-predict=gluon_deeplab.evaluation.predict:main",
             "gluon-deeplab-ensemble=gluon_deeplab.evaluation.ensemble:main",
+            "gluon-deeplab-export=gluon_deeplab.deploy.cli:export_command",
+            "gluon-deeplab-bench=gluon_deeplab.deploy.cli:bench_command",
+            "gluon-deeplab-download-voc=gluon_deeplab.data.download:main",
+            "gluon-deeplab-make-synthetic=gluon_deeplab.data.synthetic:main",
+            "gluon-deeplab-env=gluon_deeplab.env:main",
+            "gluon-deeplab-launch=gluon_deeplab.training.launch_cli:main",
         ],
     },
 )

@@ -1,6 +1,53 @@
-"""gluon-deeplab: DeepLabV3 semantic segmentation (ResNet-v2, ASPP / Vortex pooling) in Gluon."""
+"""gluon-deeplab: DeepLabV3 semantic segmentation (ResNet-v2, ASPP / Vortex pooling) in Gluon.
 
-from .models import DeepLabV3, build_backbone, build_model
+The package imports without MXNet, so that ``python -m gluon_deeplab.env`` can report a machine
+where it is missing; the model API (``gd.build_model``, ...) and every module that needs MXNet
+then fail with one line naming the install commands.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import sys
+from typing import Any, List
+
+from . import amx
+from .mxnet_builds import MXNET_MISSING
 
 __version__ = "0.1.0"
 __all__ = ["DeepLabV3", "build_backbone", "build_model", "__version__"]
+_MODEL_API = ("DeepLabV3", "build_backbone", "build_model")
+
+
+class _MXNetMissing(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Last on ``sys.meta_path``, where MXNet is missing: ``import mxnet`` then fails with the
+    install commands instead of "No module named 'mxnet'"."""
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
+        return importlib.machinery.ModuleSpec(name, self) if name == "mxnet" else None
+
+    def create_module(self, spec: Any) -> None:
+        raise ModuleNotFoundError(MXNET_MISSING, name="mxnet")
+
+    def exec_module(self, module: Any) -> None:  # never reached: create_module raises
+        raise ModuleNotFoundError(MXNET_MISSING, name="mxnet")
+
+
+if importlib.util.find_spec("mxnet") is None:
+    sys.meta_path.append(_MXNetMissing())
+
+# Before MXNet's first oneDNN primitive: ask Linux for the AMX tile state (see amx.py).
+amx.enable()
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MODEL_API:  # imported on first use, as it needs MXNet
+        return getattr(importlib.import_module(".models", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> List[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -26,7 +26,13 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 import mxnet as mx
 import numpy as np
 
-from .models import DeepLabV3, VortexPooling, build_model, recorded_head_settings
+from .models import (
+    DeepLabV3,
+    VortexPooling,
+    build_model,
+    check_output_stride,
+    recorded_head_settings,
+)
 from .params import assign_parameters, parameter_arrays
 
 CHECKPOINT_FORMAT = "gluon-deeplab-checkpoint/1"
@@ -366,8 +372,8 @@ def model_from_checkpoint(checkpoint: Union[str, Checkpoint], ctx=None,
     if output_stride is not None:
         config["output_stride"] = output_stride
     try:
-        if output_stride not in (None, 8, 16, 32):
-            raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
+        if output_stride is not None:
+            check_output_stride(output_stride)
         config.update(recorded_head_settings(ckpt.model_config, output_stride))
         config.update(overrides)
         net = build_model(**config, freeze_bn=freeze_bn, syncbn_devices=syncbn_devices,

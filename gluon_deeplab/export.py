@@ -17,12 +17,12 @@ from typing import Any, Dict, Optional, Tuple
 import mxnet as mx
 from mxnet.gluon import HybridBlock, SymbolBlock
 
+from .errors import error_line
 from .models.upsample import pad_to_stride
 from .paths import check_writable
 
 EXPORT_PROBE_SIZE = (64, 64)
-# Meta key: the graph pads its input itself (exports written before it do not; inference pads
-# for them).
+# Meta key: the graph pads its input itself (exports written before it do not).
 PADS_INPUT = "pads_input"
 
 
@@ -32,7 +32,8 @@ def exported_files(prefix: str) -> Tuple[str, str]:
 
 
 def meta_path(prefix: str) -> str:
-    """The meta file written beside an export (``gluon_deeplab.deploy`` writes it)."""
+    """The meta file beside an export: :func:`export_model` writes the output stride and class
+    count into it, ``gluon_deeplab.deploy``'s ``write_meta`` then the full record over it."""
     return f"{prefix}-meta.json"
 
 
@@ -120,10 +121,12 @@ def load_exported(prefix: str, ctx: Optional[mx.Context] = None,
                   meta: Optional[Dict[str, Any]] = None) -> SymbolBlock:
     """Load an export written by :func:`export_model` (or ``HybridBlock.export``).
 
-    A graph that pads its input itself (meta ``pads_input``) gets ``output_stride`` None, so
-    that inference does not pad again; an older export with a meta file gets the recorded
-    ``output_stride``, and inference pads images for it as for a checkpoint's model.
-    ``meta``: that file's record when the caller has read it already (:func:`read_meta`).
+    With a meta file beside it, the block gets its ``output_stride``, so that inference pads
+    images (to their size bucket, :func:`~.models.upsample.bucket_size`) as it does for a
+    checkpoint's model. The graph of a newer export (meta ``pads_input``) pads too, to the
+    smallest ``output_stride * k + 1``: an input padded already passes it unchanged, so an
+    export is never padded twice and evaluates like its checkpoint. ``meta``: that file's
+    record when the caller has read it already (:func:`read_meta`).
     """
     symbol_file, params_file = exported_files(prefix)
     for f in (symbol_file, params_file):
@@ -144,13 +147,12 @@ def load_exported(prefix: str, ctx: Optional[mx.Context] = None,
             warnings.simplefilter("ignore", UserWarning)
             block = SymbolBlock.imports(symbol_file, ["data"], params_file, ctx=ctx or mx.cpu())
     except (mx.base.MXNetError, AssertionError, ValueError, KeyError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ValueError(f"exported model {symbol_file} + {params_file} do not load together "
-                         f"({first})") from None
+                         f"({error_line(err)})") from None
     block.hybridize(static_alloc=True)
     if meta is None:
         meta = read_meta(prefix, required=False)
-    block.output_stride = None if meta.get(PADS_INPUT) else meta.get("output_stride")
+    block.output_stride = meta.get("output_stride")
     return block
 
 

@@ -1,10 +1,13 @@
 """Low precision on this machine: can oneDNN run bfloat16 here, and the bf16 conversion itself.
 
-MXNet 1.9's oneDNN runs bfloat16 convolutions only on AVX-512 CPUs: natively where the CPU
-has ``avx512_bf16`` or ``amx_bf16``, emulated (correct, but slower than fp32) on plain
-AVX-512. On an AVX2-only CPU the convolution has no kernel at all ("could not create a
-primitive descriptor"), so bf16 is refused there. The CPU flags only explain the answer; a
-tiny bf16 convolution run once per process decides it.
+MXNet 1.9's oneDNN runs bfloat16 convolutions only on AVX-512 CPUs, and is faster than fp32
+only on AMX (``amx_bf16``, with the kernel's permission: see :mod:`.amx`). With
+``avx512_bf16`` but no AMX (Intel Cooper Lake, AMD Zen 4/5) it runs ``avx512_core_bf16``
+kernels with a cast around every convolution of a pre-activation ResNet, and is slower than
+fp32; on plain AVX-512 it is emulated (correct, slower than fp32). On an AVX2-only CPU the
+convolution has no kernel at all ("could not create a primitive descriptor"), so bf16 is
+refused there. The CPU flags and the AMX status only explain the answer; a tiny bf16
+convolution run once per process decides it.
 """
 
 from __future__ import annotations
@@ -12,13 +15,16 @@ from __future__ import annotations
 import functools
 import warnings
 from dataclasses import dataclass
-from typing import FrozenSet, Optional
+from typing import Optional
 
 import mxnet as mx
 from mxnet.gluon import HybridBlock, SymbolBlock, nn
 
+from . import amx
+from .cpuinfo import cpu_flags, cpu_name
+from .errors import error_line
+
 AVX512_CORE = frozenset({"avx512f", "avx512bw", "avx512vl", "avx512dq"})
-NATIVE_BF16 = frozenset({"avx512_bf16", "amx_bf16"})
 
 
 class PrecisionUnavailable(ValueError):
@@ -27,35 +33,12 @@ class PrecisionUnavailable(ValueError):
 
 @dataclass(frozen=True)
 class Bf16Support:
-    """Whether bfloat16 runs here, whether natively, and a one-line reason."""
+    """Whether bfloat16 runs here, whether faster than fp32 (only on AMX), and a one-line
+    reason (why it is slower, where it is)."""
 
     ok: bool
-    native: bool
+    fast: bool
     reason: str
-
-
-def cpu_flags(path: str = "/proc/cpuinfo") -> FrozenSet[str]:
-    """The CPU's feature flags (empty where /proc/cpuinfo cannot be read)."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return frozenset(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return frozenset()
-
-
-def cpu_name(path: str = "/proc/cpuinfo") -> str:
-    """The CPU's model name ('unknown CPU' where it cannot be read)."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
 
 
 def _bf16_probe() -> Optional[str]:
@@ -69,7 +52,7 @@ def _bf16_probe() -> Optional[str]:
     try:
         out = to_bf16(net)(x).asnumpy()
     except mx.base.MXNetError as err:
-        return str(err).strip().splitlines()[-1]
+        return error_line(err)
     if abs(out - expected).max() > 0.05 * max(1.0, abs(expected).max()):
         return "a bf16 convolution gave wrong results"
     return None
@@ -77,9 +60,9 @@ def _bf16_probe() -> Optional[str]:
 
 @functools.lru_cache(maxsize=1)
 def bf16_support() -> Bf16Support:
-    """Can this CPU run bfloat16 convolutions in MXNet's oneDNN (probed once per process)."""
+    """Can this CPU run bfloat16 convolutions in MXNet's oneDNN (probed once per process),
+    and faster than fp32 (only with AMX on)."""
     flags = cpu_flags()
-    native = bool(flags & NATIVE_BF16)
     failure = _bf16_probe()
     if failure is not None:
         if flags and not AVX512_CORE <= flags:
@@ -87,16 +70,14 @@ def bf16_support() -> Bf16Support:
         else:
             why = f"cannot run a bfloat16 convolution ({failure})"
         return Bf16Support(False, False, f"{cpu_name()} {why}")
-    if native:
-        return Bf16Support(True, True, f"{cpu_name()}: native bf16 "
-                                       f"({', '.join(sorted(flags & NATIVE_BF16))})")
-    return Bf16Support(True, False, f"{cpu_name()}: bf16 emulated on AVX-512 (no avx512_bf16 "
-                                    "or amx_bf16): correct but likely slower than fp32")
-
-
-def bf16_supported() -> bool:
-    """True where MXNet can run bfloat16 convolutions on this CPU."""
-    return bf16_support().ok
+    amx_on, amx_why = amx.status()
+    if amx_on:
+        return Bf16Support(True, True, f"{cpu_name()}: bf16 on AMX")
+    if "avx512_bf16" in flags:
+        return Bf16Support(True, False, f"{cpu_name()}: avx512_bf16 without AMX ({amx_why}): "
+                                        "MXNet 1.9's bf16 is slower than fp32 here")
+    return Bf16Support(True, False, f"{cpu_name()}: bf16 emulated on AVX-512 (no avx512_bf16, "
+                                    "no AMX): correct but slower than fp32")
 
 
 def require_bf16(flag: str) -> Bf16Support:

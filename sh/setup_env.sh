@@ -1,15 +1,32 @@
 #!/usr/bin/env sh
-# Creates .venv (once) and installs gluon-deeplab with its pinned dependencies into it.
-# Usage: sh sh/setup_env.sh [EXTRAS]   e.g. EXTRAS=test or test,onnx
+# Creates .venv (once) and installs gluon-deeplab with its pinned dependencies and one MXNet build.
+# Usage: [MXNET=auto|cpu|cu117|...|cu110|cu102] sh sh/setup_env.sh [--dry-run] [EXTRAS]
+#   e.g. sh sh/setup_env.sh test,onnx      MXNET=cu117 sh sh/setup_env.sh
+# MXNET=auto (the default) keeps the MXNet build already in .venv; else it takes the newest CUDA
+# build that the driver runs when nvidia-smi reports a GPU, else the CPU build. One line says
+# which and why. A build is never installed over another one (a one-line error names both).
+# --dry-run prints the choice and the pip command and installs nothing (.venv is still created).
 set -eu
 cd "$(dirname "$0")/.."
-extras="${1:-}"
+dry_run=0
+if [ "${1:-}" = "--dry-run" ]; then
+    dry_run=1
+    shift
+fi
 if [ ! -x .venv/bin/python ]; then
     "${PYTHON:-python3}" -m venv .venv
 fi
-.venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+# -I: the script's folder (gluon_deeplab/, with its http.py) must not shadow the standard library.
+extras=$(.venv/bin/python -I gluon_deeplab/mxnet_builds.py --mxnet "${MXNET:-auto}" \
+    --extras "${1:-}" --where .venv)
+target=.
 if [ -n "$extras" ]; then
-    .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[$extras]"
-else
-    .venv/bin/python -m pip install --quiet --disable-pip-version-check -e .
+    target=".[$extras]"
 fi
+pip_install=".venv/bin/python -m pip install --quiet --disable-pip-version-check"
+if [ "$dry_run" = 1 ]; then
+    echo "would run: $pip_install -e $target"
+    exit 0
+fi
+$pip_install --upgrade pip
+$pip_install -e "$target"

@@ -44,15 +44,15 @@ LR_2=${LR_2:-1e-3}
 WEIGHT_DECAY=${WEIGHT_DECAY:-2e-4}
 VAL_INTERVAL=${VAL_INTERVAL:-2000}
 CHECKPOINT_INTERVAL=${CHECKPOINT_INTERVAL:-1000}
-NUM_WORKERS=${NUM_WORKERS:-4}
+NUM_WORKERS=${NUM_WORKERS:-}               # empty: 4 per device, at most the CPU count
 RESUME=${RESUME:-auto}
 AMP=${AMP:-0}                        # 1: mixed precision (float16 on GPUs, bf16 on bf16 CPUs)
 
 set -- --dataset "$DATASET" --val_split "$VAL_SPLIT" \
     --base_architecture "$BACKBONE" --aspp_or_vortex "$HEAD" --crop_size "$CROP_SIZE" \
     --gpus "$GPUS" --weight_decay "$WEIGHT_DECAY" --val_interval "$VAL_INTERVAL" \
-    --checkpoint_interval "$CHECKPOINT_INTERVAL" --num_workers "$NUM_WORKERS" \
-    --resume "$RESUME" "$@"
+    --checkpoint_interval "$CHECKPOINT_INTERVAL" --resume "$RESUME" "$@"
+if [ -n "$NUM_WORKERS" ]; then set -- --num_workers "$NUM_WORKERS" "$@"; fi
 if [ -n "$DATA_DIR" ]; then set -- --data_dir "$DATA_DIR" "$@"; fi
 if [ -n "$TRAIN_SPLIT" ]; then set -- --train_split "$TRAIN_SPLIT" "$@"; fi
 if [ -n "$VAL_DATASET" ]; then set -- --val_dataset "$VAL_DATASET" "$@"; fi

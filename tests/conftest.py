@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import mxnet as mx
 import numpy as np
 import pytest
@@ -105,10 +107,130 @@ def onnx_export_matches_checkpoint():
 
 @pytest.fixture
 def predict_py_probabilities():
-    """(net, x N x 3 x H x W) -> predict.py's probabilities (numpy N x C x H x W) of each
-    image: padded with the mean to output_stride * k + 1, logits cropped back, softmax."""
+    """(net, x N x 3 x H x W) -> ``predict.py --no_buckets``'s probabilities (numpy N x C x H
+    x W) of each image: padded with the mean to the smallest output_stride * k + 1, logits
+    cropped back, softmax."""
     from gluon_deeplab.evaluation import predict_probabilities
 
     def probabilities(net, x):
-        return np.stack([predict_probabilities(net, image, mx.cpu()) for image in x])
+        return np.stack([predict_probabilities(net, image, mx.cpu(), buckets=False)
+                         for image in x])
     return probabilities
+
+
+@pytest.fixture
+def fake_nvidia_smi(tmp_path):
+    """A factory of folders holding an ``nvidia-smi`` script, for ``PATH``: its header names a
+    driver for CUDA ``cuda`` ("12.2") and its GPU query lists ``gpus`` ((name, MiB), ...);
+    ``cuda=None``: it fails as on a machine whose driver is not loaded (exit status 9)."""
+    def make(cuda, gpus=(("NVIDIA A100-SXM4-80GB", 81920),)):
+        folder = tmp_path / f"nvidia-smi-{cuda}-{len(gpus)}"
+        folder.mkdir()
+        if cuda is None:
+            body = ("echo \"NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA "
+                    "driver.\"\nexit 9\n")
+        else:
+            query = "".join(f"{name}, {mib} MiB\\n" for name, mib in gpus)
+            header = (f"+------+\\n| NVIDIA-SMI 535.104.05   Driver Version: 535.104.05   "
+                      f"CUDA Version: {cuda}     |\\n| GPU  Name  Persistence-M |\\n")
+            body = (f'if [ "$1" = "--query-gpu=name,memory.total" ]; then\n'
+                    f"    printf '{query}'\n    exit 0\nfi\nprintf '{header}'\n")
+        script = folder / "nvidia-smi"
+        script.write_text("#!/bin/sh\n" + body)
+        script.chmod(0o755)
+        return folder
+    return make
+
+
+@pytest.fixture(scope="session")
+def no_mxnet_path(tmp_path_factory):
+    """A PYTHONPATH of the repository and this environment's packages less MXNet, for
+    ``python -S`` (no site-packages): a machine where MXNet is not installed."""
+    site = os.path.dirname(os.path.dirname(mx.__file__))
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    folder = tmp_path_factory.mktemp("site-without-mxnet")
+    for name in os.listdir(site):
+        if not (name == "mxnet" or name.startswith("mxnet-") or name.endswith(".pth")):
+            os.symlink(os.path.join(site, name), folder / name)
+    return os.pathsep.join([repo, str(folder)])
+
+
+@pytest.fixture
+def read_tensorboard():
+    """A reader (event file or folder) -> {"scalars": {tag: [(step, value)]}, "images": {tag:
+    [ImageEvent]}, "text": {tag: [(step, str)]}}, through TensorBoard's own EventAccumulator
+    (skips without the tensorboard package of the [test] extra)."""
+    pytest.importorskip("tensorboard", reason="reading event files needs tensorboard ([test])")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    def read(path):
+        acc = EventAccumulator(str(path), size_guidance={"scalars": 0, "images": 0,
+                                                         "tensors": 0})
+        acc.Reload()
+        tags = acc.Tags()
+        return {"scalars": {t: [(e.step, e.value) for e in acc.Scalars(t)]
+                            for t in tags["scalars"]},
+                "images": {t: acc.Images(t) for t in tags["images"]},
+                "text": {t: [(e.step, e.tensor_proto.string_val[0].decode("utf-8"))
+                             for e in acc.Tensors(t)] for t in tags["tensors"]}}
+    return read
+
+
+@pytest.fixture(scope="session")
+def trained_v3plus(tmp_path_factory):
+    """head -> (data root, final checkpoint): resnet18_v2 + that head + the V3+ decoder,
+    trained like ``trained_synthetic`` (60 iterations); trained on first use per head."""
+    from gluon_deeplab.data import make_synthetic_dataset
+    from gluon_deeplab.training import train
+
+    runs = {}
+
+    def get(head: int):
+        if head not in runs:
+            base = tmp_path_factory.mktemp(f"trained_v3plus_{head}")
+            root = make_synthetic_dataset(str(base / "data"), num_train=16, num_val=6,
+                                          size=(48, 64), num_classes=3, seed=0)
+            result = train({"dataset": "synthetic", "data_dir": root, "decoder": True,
+                            "aspp_or_vortex": head, "base_architecture": "resnet18_v2",
+                            "batch_size": 8, "crop_size": 48, "max_iter": 60,
+                            "initial_learning_rate": 0.02, "val_interval": 0,
+                            "checkpoint_interval": 1000, "num_workers": 0, "progress": 0,
+                            "output_dir": str(base / "run")})
+            runs[head] = (root, result["checkpoint"])
+        return runs[head]
+    return get
+
+
+@pytest.fixture
+def bf16_export_agrees_with_fp32(tmp_path):
+    """A check (data root, checkpoint): ``export.py --dtype bf16`` of the checkpoint, whose
+    argmax agrees with the fp32 model's on >= 98% of pixels at three sizes, and whose mIoU on
+    the synthetic val split is the fp32 one within 0.005. Needs a CPU that runs bf16."""
+    from gluon_deeplab.checkpoint import model_from_checkpoint
+    from gluon_deeplab.data import get_dataset
+    from gluon_deeplab.deploy.cli import export_main
+    from gluon_deeplab.evaluation import predict_probabilities
+    from gluon_deeplab.evaluation.cli import run_eval
+
+    def check(root, checkpoint):
+        prefix = str(tmp_path / "bf16")
+        export_main(["--checkpoint", checkpoint, "--output", prefix, "--dtype", "bf16",
+                     "--overwrite"])
+        bf16 = mx.gluon.SymbolBlock.imports(prefix + "-symbol.json", ["data"],
+                                            prefix + "-0000.params")
+        fp32, _ = model_from_checkpoint(checkpoint)
+        image = get_dataset("synthetic", root, "val", mode="val")[0][0].expand_dims(0)
+        for h, w in [(48, 64), (37, 53), (96, 72)]:
+            x = mx.nd.contrib.BilinearResize2D(image, height=h, width=w)
+            out = bf16(x)
+            assert out.shape == (1, 3, h, w) and out.dtype == np.float32
+            reference = np.stack([predict_probabilities(fp32, image, mx.cpu(), buckets=False)
+                                  for image in x])  # the padding the bf16 graph does itself
+            same = (out.argmax(axis=1).asnumpy() == reference.argmax(axis=1)).mean()
+            assert same >= 0.98, (h, w, same)
+        flags = {"data_dir": root, "dataset": "synthetic", "no_progress": True}
+        exported = run_eval({"exported": prefix, **flags})
+        assert exported["precision"] == "bf16"
+        reference = run_eval({"checkpoint": checkpoint, **flags})["miou"]
+        assert abs(exported["miou"] - reference) < 0.005
+    return check

@@ -244,3 +244,16 @@ def test_ensemble_names_a_corrupt_probability_file_and_an_unwritable_output(tmp_
 def test_build_model_refuses_a_class_count_that_is_not_a_positive_integer(value):
     with pytest.raises(ValueError, match="num_classes must be an integer >= 1"):
         gd.build_model(value, "resnet18_v2")
+
+
+def test_quoted_errors_say_what_failed_for_empty_and_mxnet_messages(tmp_path):
+    from gluon_deeplab.errors import error_line
+
+    assert error_line(KeyError()) == "KeyError"
+    assert error_line(OSError("\n  first\nsecond"), with_type=True) == "OSError: first"
+    bad = tmp_path / "weights.params"
+    bad.write_bytes(b"not a parameter file")
+    # MXNet's C++ errors start with a "Traceback" line; the quoted line is the one saying why.
+    with pytest.raises(ValueError, match=r"weights.params: not an MXNet parameter file "
+                                         r"\(MXNetError: .*Invalid NDArray file format\)$"):
+        gd.build_backbone("resnet18_v2", pretrained=str(bad))

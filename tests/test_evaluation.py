@@ -313,5 +313,5 @@ def test_scale_and_device_flags_are_parsed_with_clear_errors():
     with pytest.raises(ValueError, match="--scales"):
         parse_scales("0.5,big")
     assert resolve_contexts("") == [mx.cpu()]
-    with pytest.raises(ValueError, match="--gpus 7: GPU 7 does not exist"):
+    with pytest.raises(ValueError, match="--gpus 7: "):  # no such GPU, or a build without CUDA
         resolve_contexts("7") if mx.context.num_gpus() < 8 else pytest.skip("8 GPUs present")

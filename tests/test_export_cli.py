@@ -88,3 +88,16 @@ def test_export_script_writes_os8_graph_that_reloads(checkpoint, tmp_path,
     assert np.abs(out - predict_py_probabilities(os8, x)).max() < 1e-4
     # the OS 16 model differs
     assert np.abs(out - predict_py_probabilities(checkpoint[1], x)).max() > 1e-3
+
+
+def test_onnx_without_the_onnx_extra_fails_before_writing_anything(checkpoint, tmp_path, capsys,
+                                                                   monkeypatch):
+    from gluon_deeplab.deploy.onnx_export import ONNX_INSTALL
+
+    monkeypatch.setitem(sys.modules, "onnx", None)  # import onnx raises ImportError
+    line = _error_line(capsys, ["--checkpoint", checkpoint[0], "--output",
+                                str(tmp_path / "deeplab"), "--onnx", "--input_size", "33", "33"])
+    assert "--onnx needs the onnx package" in line and line.endswith(ONNX_INSTALL)
+    assert not os.listdir(tmp_path)
+    with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
+        assert ONNX_INSTALL in f.read()  # the install command the README gives

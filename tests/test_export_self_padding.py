@@ -62,11 +62,12 @@ def test_bare_imports_equals_predict_py_probabilities_at_three_odd_sizes(
         assert np.abs(_probabilities(bare, x) - expected).max() < 1e-5, (h, w)
 
 
-def test_self_padding_export_is_not_padded_again_and_an_old_export_still_is(tmp_path):
+def test_export_is_padded_once_by_eval_and_predict_and_an_old_export_still_loads(tmp_path):
+    """eval/predict pad an export as they pad its checkpoint (to the size's bucket, or with
+    --no_buckets to the smallest stride * k + 1); the graph's own padding then adds nothing."""
     net = build_model(4, "resnet18_v2", "aspp", 16)
     new = str(tmp_path / "new")
     export_model(net, new)
-    assert load_exported(new).output_stride is None  # inference leaves the padding to it
     # An export written before: the bare graph and the short meta file of that time.
     old = str(tmp_path / "old")
     net.hybridize()
@@ -74,13 +75,14 @@ def test_self_padding_export_is_not_padded_again_and_an_old_export_still_is(tmp_
     net.export(old, epoch=0)
     with open(old + "-meta.json", "w", encoding="utf-8") as f:
         json.dump({"output_stride": 16, "num_classes": 4}, f)
-    old_block = load_exported(old)
-    assert old_block.output_stride == 16  # inference pads for it
-    image = mx.nd.random.normal(shape=(3, 41, 59))
-    expected = predict_probabilities(net, image, mx.cpu())
-    for block in (old_block, load_exported(new)):
-        got = predict_probabilities(block, image, mx.cpu())
-        assert np.abs(got - expected).max() < 1e-5
+    image = mx.nd.random.normal(shape=(3, 41, 59))  # bucket 65 x 65, own size 49 x 65
+    for buckets in (True, False):
+        expected = predict_probabilities(net, image, mx.cpu(), buckets=buckets)
+        for prefix in (new, old):
+            block = load_exported(prefix)
+            assert block.output_stride == 16
+            got = predict_probabilities(block, image, mx.cpu(), buckets=buckets)
+            assert np.abs(got - expected).max() < 1e-5, (prefix, buckets)
 
 
 def test_int8_export_pads_itself_like_predict_py(trained_synthetic, tmp_path,

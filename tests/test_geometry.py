@@ -200,3 +200,22 @@ def test_trained_model_scores_the_same_at_its_own_size_as_padded_by_hand(trained
 
     by_hand, _ = evaluate(net, PaddedByHand(), mx.cpu(), progress=False)
     assert abs(own["miou"] - by_hand["miou"]) < 1e-6
+
+
+@pytest.mark.parametrize("stride", [16, 8])
+def test_bucket_padding_gives_the_pixel_exact_answer_of_the_own_size_padding(stride):
+    """For an ideal "same"-padded network (the probe) the extra mean padding of a bucket is
+    invisible: on the image's pixels the logits equal those of the image padded to its own
+    S*k+1, exactly. (A trained CNN differs a little: see tests/test_eval_pipeline.py.)"""
+    from gluon_deeplab.evaluation.inference import _logits
+    from gluon_deeplab.models import bucket_size
+
+    net = probe_net(stride)
+    net.hybridize(static_alloc=True, static_shape=True)
+    for h, w in SIZES + [(130, 260), (600, 90)]:
+        x = mx.nd.array(np.broadcast_to(_image(h, w, stride), (1, 3, h, w)))
+        own = _logits(net, x, stride, buckets=False)[0, 0].asnumpy()
+        bucketed = _logits(net, x, stride, buckets=True)[0, 0].asnumpy()
+        assert bucketed.shape == own.shape == (h, w)
+        assert bucket_size(h, stride) >= padded_size(h, stride)
+        np.testing.assert_allclose(bucketed, own, atol=1e-5, err_msg=f"{h}x{w}")

@@ -1,9 +1,13 @@
-"""Mixed precision: bf16 conversion of both heads, AMP training, bf16 export, clear refusals.
+"""Mixed precision: bf16 conversion of both heads and the V3+ decoder, AMP training, bf16 and
+INT8 export, clear refusals.
 
 ``amp.init`` patches MXNet for the whole process, so every AMP training run happens in a
 subprocess. Tests that run bfloat16 arithmetic need a CPU where oneDNN has bf16 kernels
-(AVX-512; natively avx512_bf16 / AMX) and are skipped elsewhere with that reason; the
-conversion, the files and the error paths are checked on any machine.
+(AVX-512) and are skipped elsewhere with that reason: on AVX2, MXNet 1.9.1 has no bf16
+convolution at all (oneDNN: "could not create a primitive descriptor"; without oneDNN:
+"Unknown type enum 12"), and no float16 one either ("FP16 gemm on cpu not implemented"). The
+graphs (type inference under ``amp.init`` and the bf16 conversion), the files and the error
+paths are checked on any machine.
 """
 
 from __future__ import annotations
@@ -17,11 +21,12 @@ import mxnet as mx
 import numpy as np
 import pytest
 
-from gluon_deeplab import build_model, precision
-from gluon_deeplab.checkpoint import load_checkpoint, model_from_checkpoint
+from gluon_deeplab import amx, build_model, precision
+from gluon_deeplab.checkpoint import load_checkpoint, save_checkpoint
 from gluon_deeplab.data import get_dataset
 from gluon_deeplab.deploy import export_checkpoint, read_meta
 from gluon_deeplab.deploy.cli import export_main
+from gluon_deeplab.deploy.int8 import quantized_convolutions
 from gluon_deeplab.precision import Bf16Support, bf16_support, to_bf16
 from gluon_deeplab.training import cli as train_cli
 from gluon_deeplab.training.mixed_precision import amp_dtype
@@ -30,7 +35,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BF16 = bf16_support()
 needs_bf16 = pytest.mark.skipif(not BF16.ok, reason=f"bfloat16 cannot run here: {BF16.reason}")
 NO_BF16 = Bf16Support(False, False, "test CPU has no AVX-512")
-NATIVE_BF16 = Bf16Support(True, True, "test CPU: native bf16")
+FAST_BF16 = Bf16Support(True, True, "test CPU: bf16 on AMX")
 AMX_BF16 = np.dtype([("bfloat16", np.uint16)])
 
 
@@ -41,13 +46,15 @@ def _run_python(code: str, timeout: int = 300) -> subprocess.CompletedProcess:
     return result
 
 
+@pytest.mark.parametrize("decoder", [False, True], ids=["v3", "v3plus"])
 @pytest.mark.parametrize("head", ["aspp", "vortex"])
-def test_bf16_conversion_of_both_heads_type_checks_with_fp32_in_and_out(head):
-    net = build_model(3, "resnet18_v2", head)
+def test_bf16_conversion_of_both_heads_type_checks_with_fp32_in_and_out(head, decoder):
+    net = build_model(3, "resnet18_v2", head, decoder=decoder)
     net.hybridize()
     x = mx.nd.random.normal(shape=(1, 3, 40, 56))
     expected = net(x).asnumpy()
-    converted = to_bf16(net)  # failed with "Non-uniform data type in Concat" before
+    # Failed with "Non-uniform data type in Concat" before, in the heads, then in the decoder.
+    converted = to_bf16(net)
     symbol = converted._cached_graph[1]
     _, out_types, _ = symbol.infer_type(data="float32")
     assert out_types == [np.float32]
@@ -60,8 +67,9 @@ def test_bf16_conversion_of_both_heads_type_checks_with_fp32_in_and_out(head):
 
 @pytest.mark.parametrize("dtype, logits", [("bfloat16", "float32"), ("float16", "float16")])
 def test_amp_init_builds_type_consistent_graphs_for_heads_aux_and_syncbn(dtype, logits):
-    """The graphs AMP training runs (bf16 on CPUs, float16 on GPUs) type-check. The loss casts
-    logits to fp32 itself (float16 AMP leaves the resize, and so the logits, in float16)."""
+    """The graphs AMP training runs (bf16 on CPUs, float16 on GPUs) type-check, V3+ decoder
+    included (``train.py --amp --decoder`` failed in its Concat). The loss casts logits to fp32
+    itself (float16 AMP leaves the resize, and so the logits, in float16)."""
     _run_python(f"""
 import mxnet as mx
 import numpy as np
@@ -69,7 +77,9 @@ from mxnet.contrib import amp
 amp.init(target_dtype='{dtype}')
 from gluon_deeplab import build_model
 for kwargs in ({{'head': 'aspp', 'aux': True}}, {{'head': 'vortex', 'aux': True}},
-               {{'head': 'aspp', 'syncbn_devices': 2}}):
+               {{'head': 'aspp', 'syncbn_devices': 2}},
+               {{'head': 'aspp', 'aux': True, 'decoder': True}},
+               {{'head': 'vortex', 'decoder': True}}):
     net = build_model(3, 'resnet18_v2', **kwargs)
     outs = net(mx.sym.var('data'))
     outs = outs if isinstance(outs, (list, tuple)) else [outs]
@@ -81,7 +91,7 @@ for kwargs in ({{'head': 'aspp', 'aux': True}}, {{'head': 'vortex', 'aux': True}
 
 
 def test_amp_picks_float16_on_gpus_bf16_on_capable_cpus(monkeypatch):
-    monkeypatch.setattr(precision, "bf16_support", lambda: NATIVE_BF16)
+    monkeypatch.setattr(precision, "bf16_support", lambda: FAST_BF16)
     assert amp_dtype([mx.gpu(0), mx.gpu(1)]) == "float16"
     assert amp_dtype([mx.cpu(0), mx.cpu(1)]) == "bfloat16"
 
@@ -128,41 +138,69 @@ def test_bf16_export_files_reload_bare_with_bf16_weights(trained_synthetic, tmp_
 
 
 @needs_bf16
-def test_bf16_export_agrees_with_fp32_at_three_sizes(trained_synthetic, tmp_path,
-                                                     predict_py_probabilities):
-    root, checkpoint = trained_synthetic
-    prefix = str(tmp_path / "bf16")
-    export_main(["--checkpoint", checkpoint, "--output", prefix, "--dtype", "bf16"])
-    bf16 = mx.gluon.SymbolBlock.imports(prefix + "-symbol.json", ["data"],
-                                        prefix + "-0000.params")
-    fp32, _ = model_from_checkpoint(checkpoint)
-    val = get_dataset("synthetic", root, "val", mode="val")
-    image = val[0][0].expand_dims(0)
-    for h, w in [(48, 64), (37, 53), (96, 72)]:
-        x = mx.nd.contrib.BilinearResize2D(image, height=h, width=w)
-        out = bf16(x)
-        assert out.shape == (1, 3, h, w) and out.dtype == np.float32
-        fp32_classes = predict_py_probabilities(fp32, x).argmax(axis=1)
-        same = (out.argmax(axis=1).asnumpy() == fp32_classes).mean()
-        assert same >= 0.98, (h, w, same)
-    from gluon_deeplab.evaluation.cli import run_eval
+def test_bf16_export_agrees_with_fp32_at_three_sizes(trained_synthetic,
+                                                    bf16_export_agrees_with_fp32):
+    bf16_export_agrees_with_fp32(*trained_synthetic)
 
-    flags = {"data_dir": root, "dataset": "synthetic", "no_progress": True}
-    exported = run_eval({"exported": prefix, **flags})
-    assert exported["precision"] == "bf16"
-    assert abs(exported["miou"] - run_eval({"checkpoint": checkpoint, **flags})["miou"]) < 0.005
+
+@needs_bf16
+@pytest.mark.parametrize("head", [1, 2], ids=["aspp", "vortex"])
+def test_v3plus_bf16_export_agrees_with_fp32_at_three_sizes(head, trained_v3plus,
+                                                           bf16_export_agrees_with_fp32):
+    """``export.py --dtype bf16`` of a V3+ checkpoint failed in the decoder's Concat."""
+    bf16_export_agrees_with_fp32(*trained_v3plus(head))
+
+
+@pytest.mark.parametrize("head", ["aspp", "vortex"])
+def test_v3plus_bf16_export_of_either_head_type_checks_and_reloads(head, tmp_path):
+    """The V3+ bf16 export on any CPU (unchecked, for another machine): fp32 in and out,
+    the decoder's convolutions stored in bf16."""
+    checkpoint = save_checkpoint(str(tmp_path / "v3plus.params"),
+                                 build_model(3, "resnet18_v2", head, decoder=True))
+    prefix = str(tmp_path / "bf16")
+    export_checkpoint(checkpoint, prefix, dtype="bf16", check_bf16=False)
+    meta = read_meta(prefix)
+    assert meta["precision"] == "bf16" and meta["decoder"] is True
+    block = mx.gluon.SymbolBlock.imports(prefix + "-symbol.json", ["data"],
+                                         prefix + "-0000.params")
+    decoder_convs = [p for name, p in block.collect_params().items()
+                     if "decoder" in name and "conv" in name and name.endswith("weight")]
+    assert decoder_convs and all(p.dtype == AMX_BF16 for p in decoder_convs)
+    symbol = mx.sym.load(prefix + "-symbol.json")
+    assert symbol.infer_type(data="float32")[1] == [np.float32]
+
+
+@pytest.mark.parametrize("head", ["aspp", "vortex"])
+def test_v3plus_int8_export_of_either_head_quantizes_the_decoder_and_runs_at_any_size(
+        head, trained_synthetic, tmp_path):
+    root = trained_synthetic[0]
+    checkpoint = save_checkpoint(str(tmp_path / "v3plus.params"),
+                                 build_model(3, "resnet18_v2", head, decoder=True))
+    prefix = str(tmp_path / "int8")
+    export_checkpoint(checkpoint, prefix, int8=True, num_calib_images=2, calib_size=(48, 64),
+                      calib_dataset=get_dataset("synthetic", root, "train", mode="val"))
+    meta = read_meta(prefix)
+    assert meta["precision"] == "int8" and meta["decoder"] is True
+    int8 = mx.gluon.SymbolBlock.imports(prefix + "-symbol.json", ["data"],
+                                        prefix + "-0000.params")
+    convs = quantized_convolutions(int8)
+    assert any(quantized for name, quantized in convs.items() if "decoder" in name)
+    for h, w in [(48, 64), (37, 53)]:
+        out = int8(mx.nd.random.normal(shape=(1, 3, h, w)))
+        assert out.shape == (1, 3, h, w) and out.dtype == np.float32
+        assert np.isfinite(out.asnumpy()).all()
 
 
 _AMP_RUN = """
 import json, sys
 from gluon_deeplab.training import train, mixed_precision
 {setup}
-root, out, max_iter = sys.argv[1], sys.argv[2], int(sys.argv[3])
+root, out, max_iter, model = sys.argv[1], sys.argv[2], int(sys.argv[3]), json.loads(sys.argv[4])
 result = train({{"dataset": "synthetic", "data_dir": root, "base_architecture": "resnet18_v2",
                 "batch_size": 4, "crop_size": 48, "max_iter": max_iter, "amp": True,
                 "aux": True, "initial_learning_rate": 0.02, "val_interval": 0,
                 "checkpoint_interval": 6, "log_interval": 1, "num_workers": 0,
-                "progress": 0, "output_dir": out, "resume": "auto"}})
+                "progress": 0, "output_dir": out, "resume": "auto", **model}})
 print(json.dumps(result))
 """
 # AMP's whole machinery (amp.init, init_trainer, dynamic loss scaling of float16) on a CPU
@@ -173,25 +211,30 @@ mixed_precision.TARGET_PRECISION_OPS = []
 """
 
 
-def _amp_train(setup: str, root: str, out: str, max_iter: int):
+def _amp_train(setup: str, root: str, out: str, max_iter: int, model: dict):
     code = _AMP_RUN.format(setup=setup)
-    result = subprocess.run([sys.executable, "-c", code, root, out, str(max_iter)],
+    result = subprocess.run([sys.executable, "-c", code, root, out, str(max_iter),
+                             json.dumps(model)],
                             capture_output=True, text=True, cwd=REPO, timeout=300,
                             env=dict(os.environ, PYTHONPATH=REPO))
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout
 
 
-def _check_amp_run_resumes_and_exports(setup, expected_line, trained_synthetic, tmp_path):
+def _check_amp_run_resumes_and_exports(setup, expected_line, trained_synthetic, tmp_path,
+                                       read_tensorboard, model=None):
     root = trained_synthetic[0]
     out = str(tmp_path / "run")
-    stdout = _amp_train(setup, root, out, 6)
+    stdout = _amp_train(setup, root, out, 6, model or {})
     assert stdout.count("AMP: ") == 1 and expected_line in stdout
-    stdout = _amp_train(setup, root, out, 12)  # resumes from checkpoint-6
+    stdout = _amp_train(setup, root, out, 12, model or {})  # resumes from checkpoint-6
     assert "resuming from" in stdout
     with open(os.path.join(out, "log.jsonl"), encoding="utf-8") as f:
-        losses = [r["loss"] for r in map(json.loads, f) if r["kind"] == "train"]
+        records = [r for r in map(json.loads, f) if r["kind"] == "train"]
+    losses = [r["loss"] for r in records]
     assert len(losses) == 12 and all(np.isfinite(losses))
+    board = read_tensorboard(os.path.join(out, "tensorboard"))["scalars"]
+    assert board["train/amp_loss_scale"] == [(r["iteration"], r["loss_scale"]) for r in records]
     assert np.mean(losses[-3:]) < np.mean(losses[:3])
     final = os.path.join(out, "final.params")
     ckpt = load_checkpoint(final)
@@ -205,15 +248,19 @@ def _check_amp_run_resumes_and_exports(setup, expected_line, trained_synthetic, 
 
 
 def test_amp_machinery_trains_resumes_and_exports_with_loss_scaling(trained_synthetic,
-                                                                    tmp_path):
+                                                                    tmp_path, read_tensorboard):
     _check_amp_run_resumes_and_exports(_PLUMBING, "AMP: float16 with dynamic loss scaling",
-                                       trained_synthetic, tmp_path)
+                                       trained_synthetic, tmp_path, read_tensorboard)
 
 
 @needs_bf16
-def test_amp_bf16_training_loss_falls_resumes_and_exports(trained_synthetic, tmp_path):
+@pytest.mark.parametrize("model", [{}, {"decoder": True},
+                                   {"decoder": True, "aspp_or_vortex": 2}],
+                         ids=["v3", "v3plus-aspp", "v3plus-vortex"])
+def test_amp_bf16_training_loss_falls_resumes_and_exports(trained_synthetic, tmp_path, model,
+                                                          read_tensorboard):
     _check_amp_run_resumes_and_exports("", "AMP: bfloat16 on cpu(0)", trained_synthetic,
-                                       tmp_path)
+                                       tmp_path, read_tensorboard, model)
 
 
 def test_train_sh_amp_1_trains_with_amp_or_refuses_in_one_line(tmp_path):
@@ -237,37 +284,51 @@ def test_train_sh_amp_1_trains_with_amp_or_refuses_in_one_line(tmp_path):
         assert not out.exists() or not any(out.rglob("*.params"))
 
 
-def test_bf16_support_is_decided_by_the_probe_and_explained_by_cpu_flags(monkeypatch):
+def test_bf16_support_is_decided_by_the_probe_and_fast_only_with_amx_on(monkeypatch):
+    """avx512_bf16 without AMX (Cooper Lake, Zen 4/5) runs bf16, slower than fp32; only AMX
+    (with the kernel's permission) makes it fast."""
     bf16_support.cache_clear()
     try:
         monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
         monkeypatch.setattr(precision, "_bf16_probe", lambda: "could not create a primitive")
         support = bf16_support()
         assert not support.ok and "has no AVX-512" in support.reason
-        bf16_support.cache_clear()
-        flags = precision.AVX512_CORE | {"avx512_bf16", "amx_bf16"}
-        monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset(flags))
         monkeypatch.setattr(precision, "_bf16_probe", lambda: None)
-        assert bf16_support() == Bf16Support(True, True, bf16_support().reason)
-        assert "amx_bf16, avx512_bf16" in bf16_support().reason
+        amx_flags = precision.AVX512_CORE | {"avx512_bf16", "amx_bf16", "amx_tile", "amx_int8"}
+        monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset(amx_flags))
+        for amx_on, why in [(True, "granted"), (False, "the kernel refused the AMX tile state")]:
+            bf16_support.cache_clear()
+            monkeypatch.setattr(amx, "status", lambda on=amx_on, w=why: amx.AmxStatus(on, w))
+            support = bf16_support()
+            assert support.ok and support.fast == amx_on
+            assert amx_on or ("slower than fp32" in support.reason and why in support.reason)
+        bf16_support.cache_clear()
+        monkeypatch.setattr(precision, "cpu_flags",
+                            lambda: frozenset(precision.AVX512_CORE | {"avx512_bf16"}))
+        monkeypatch.setattr(amx, "status", lambda: amx.AmxStatus(False, "this CPU has no AMX"))
+        support = bf16_support()
+        assert support.ok and not support.fast and "avx512_bf16 without AMX" in support.reason
         bf16_support.cache_clear()
         monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset(precision.AVX512_CORE))
         support = bf16_support()
-        assert support.ok and not support.native and "emulated" in support.reason
+        assert support.ok and not support.fast and "emulated" in support.reason
     finally:
         bf16_support.cache_clear()
 
 
-def test_emulated_bf16_is_allowed_with_a_warning(trained_synthetic, tmp_path, monkeypatch):
+def test_slow_bf16_is_allowed_and_the_amp_and_export_lines_say_why(trained_synthetic, tmp_path,
+                                                                   monkeypatch):
     from gluon_deeplab.training.mixed_precision import describe_amp
 
-    monkeypatch.setattr(precision, "bf16_support",
-                        lambda: Bf16Support(True, False, "test CPU: bf16 emulated"))
-    with pytest.warns(UserWarning, match="emulates bfloat16"):
+    slow = Bf16Support(True, False, "test CPU: avx512_bf16 without AMX (this CPU has no AMX): "
+                                    "MXNet 1.9's bf16 is slower than fp32 here")
+    monkeypatch.setattr(precision, "bf16_support", lambda: slow)
+    with pytest.warns(UserWarning, match="without AMX.*faster than fp32 only where AMX is on"):
         export_checkpoint(trained_synthetic[1], str(tmp_path / "bf16"), dtype="bf16")
     assert read_meta(str(tmp_path / "bf16"))["precision"] == "bf16"
     line = describe_amp("bfloat16", [mx.cpu()])
-    assert line.startswith("AMP: bfloat16 on cpu(0)") and "likely slower than fp32" in line
-    assert "\n" not in line
-    monkeypatch.setattr(precision, "bf16_support", lambda: NATIVE_BF16)
-    assert describe_amp("bfloat16", [mx.cpu()]) == "AMP: bfloat16 on cpu(0) (weights and loss fp32)"
+    assert line.startswith("AMP: bfloat16 on cpu(0)") and "slower than fp32" in line
+    assert "this CPU has no AMX" in line and "\n" not in line
+    monkeypatch.setattr(precision, "bf16_support", lambda: FAST_BF16)
+    assert describe_amp("bfloat16", [mx.cpu()]) == \
+        "AMP: bfloat16 on cpu(0) (weights and loss fp32) on AMX"

@@ -30,7 +30,6 @@ from gluon_deeplab.training import (
     prune_checkpoints,
     train,
 )
-from gluon_deeplab.training.launch import read_hosts, ssh_commands, with_dist_kvstore
 
 BN_SUFFIXES = ("gamma", "beta", "running_mean", "running_var")
 
@@ -299,7 +298,7 @@ def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(
 def test_bad_flags_are_one_line_errors(data_dir, tmp_path, capsys):
     base = ["--dataset", "synthetic", "--data_dir", data_dir, "--output_dir", str(tmp_path)]
     cases = [
-        (["--gpus", "7"], "GPU 7 does not exist; this machine has"),
+        (["--gpus", "7"], "--gpus 7: "),  # no such GPU, or an MXNet build without CUDA
         (["--base_architecture", "resnet_v2_77"], "unknown backbone 'resnet_v2_77'"),
         (["--output_stride", "32"], "--output_stride: invalid choice: 32"),
         (["--train_epochs", "46", "--max_iter", "30000"], "give one (--max_iter counts"),
@@ -373,27 +372,3 @@ def test_prune_keeps_the_newest_checkpoints_and_never_best_or_final(tmp_path):
                                                       "checkpoint-00000200.params"]
     assert sorted(os.listdir(tmp_path)) == ["best.params", "checkpoint-00000300.params",
                                             "final.params", "other.txt"]
-
-
-# -- distributed launcher (the run itself: tests/test_dist.py) -------------------------------
-def test_launcher_commands_set_the_parameter_server_environment(tmp_path):
-    assert with_dist_kvstore(["--max_iter", "5"]) == ["--max_iter", "5", "--kvstore", "dist_sync"]
-    with pytest.raises(ValueError, match="--kvstore device"):
-        with_dist_kvstore(["--kvstore", "device"])
-    hosts_file = tmp_path / "hosts.txt"
-    hosts_file.write_text("# cluster\nnode1\nnode2  # second\n\n")
-    hosts = read_hosts(str(hosts_file))
-    assert hosts == ["node1", "node2"]
-    commands = ssh_commands(hosts, ["python3", "scripts/train.py", "--kvstore", "dist_sync"],
-                            port=9100, workdir="/shared/gd")
-    assert len(commands) == 1 + 2 + 2  # scheduler, servers, workers
-    assert commands[0].startswith("ssh -o StrictHostKeyChecking=no node1 ")
-    assert "DMLC_ROLE=scheduler" in commands[0]
-    for command in commands:
-        for var in ("DMLC_PS_ROOT_URI=node1", "DMLC_PS_ROOT_PORT=9100", "DMLC_NUM_WORKER=2",
-                    "DMLC_NUM_SERVER=2", "cd /shared/gd"):
-            assert var in command
-    assert [c.split()[3] for c in commands if "DMLC_ROLE=worker" in c] == ["node1", "node2"]
-    with pytest.raises(ValueError, match="no host names"):
-        (tmp_path / "empty.txt").write_text("# nothing\n")
-        read_hosts(str(tmp_path / "empty.txt"))

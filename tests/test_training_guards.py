@@ -16,8 +16,8 @@ import pytest
 from gluon_deeplab.checkpoint import load_checkpoint
 from gluon_deeplab.data import make_synthetic_dataset
 from gluon_deeplab.training import main
-from gluon_deeplab.training.checkpoints import list_checkpoints
 from gluon_deeplab.training.lock import LOCK_FILE, FolderLock, FolderLocked
+from gluon_deeplab.training.run_folder import list_checkpoints
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = os.path.join(ROOT, "scripts", "train.py")

@@ -24,15 +24,26 @@ from .datasets import (
 )
 from .hints import explain_data_error, layouts_in
 from .io import DataError, read_image, read_label_mat, read_label_png
-from .loader import SeededBatchSampler, SegmentationLoader, benchmark_loader, make_dataloader
+from .loader import (
+    SeededBatchSampler,
+    SegmentationLoader,
+    SharedMemoryError,
+    benchmark_loader,
+    check_shared_memory,
+    default_num_workers,
+    make_dataloader,
+)
 from .synthetic import make_sample, make_synthetic_dataset, synthetic_classes
 from .transforms import (
     IGNORE_LABEL,
     MEAN,
+    PAD_COLOUR,
+    PAD_ERROR,
     STD,
     TrainTransform,
     ValTransform,
     normalize,
+    normalize_batch,
     normalize_numpy,
     to_ndarray,
 )
@@ -40,8 +51,10 @@ from .transforms import (
 __all__ = [
     "DATASET_CHOICES", "DATASET_NAMES", "VOC_CLASSES", "canonical_dataset_name", "check_disjoint",
     "default_data_dir", "explain_data_error", "gluoncv_voc_root", "layouts_in",
-    "read_label_any", "train_val_datasets", "IGNORE_LABEL", "MEAN", "STD", "DataError",
-    "SegmentationDataset", "SeededBatchSampler", "SegmentationLoader", "TrainTransform",
+    "read_label_any", "train_val_datasets", "IGNORE_LABEL", "MEAN", "PAD_COLOUR", "PAD_ERROR",
+    "STD", "DataError", "SegmentationDataset", "SeededBatchSampler", "SegmentationLoader",
+    "SharedMemoryError", "TrainTransform", "check_shared_memory", "default_num_workers",
+    "normalize_batch",
     "ValTransform", "benchmark_loader", "folder_dataset", "get_dataset", "make_dataloader",
     "make_sample", "make_synthetic_dataset", "normalize", "normalize_numpy", "read_image",
     "read_label_mat", "read_label_png", "read_list", "sbd_dataset", "synthetic_classes",

@@ -13,6 +13,7 @@ Labels come out as uint8 with the ignore value mapped to 255 (``IGNORE_LABEL``).
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import warnings
@@ -127,8 +128,9 @@ class SegmentationDataset(Dataset):
                               stacklevel=2)
         raise DataError(f"{self.name}: every sample is bad ({len(self.skipped)} skipped)")
 
-    def get_numpy(self, key: Key) -> Tuple[np.ndarray, np.ndarray]:
-        """Transformed sample as numpy (image float32 3 x H x W, label float32 H x W)."""
+    def get_numpy(self, key: Key, raw: bool = False) -> Tuple[np.ndarray, np.ndarray]:
+        """Transformed sample as numpy (image float32 3 x H x W, label float32 H x W); in
+        train mode ``raw`` gives the same crop as uint8 image and label (loader batches)."""
         if isinstance(key, (tuple, list)):
             index, seed = key
             rng = np.random.default_rng(seed)
@@ -138,7 +140,7 @@ class SegmentationDataset(Dataset):
         if index < 0:
             index += len(self)
         image, label = self._load_or_skip(index)
-        return self.transform(image, label, rng)
+        return self.transform(image, label, rng, raw=raw)
 
     def __getitem__(self, key: Key) -> Tuple[mx.nd.NDArray, mx.nd.NDArray]:
         image, label = self.get_numpy(key)
@@ -387,21 +389,41 @@ def voc_aug_dataset(root: str, split: str = "train_aug", **kwargs) -> Segmentati
 
 
 # -- own data -----------------------------------------------------------------------------------
+# Where the folder layout looks under ROOT (the --image_dir, --label_dir, --list_file flags).
+FOLDER_LAYOUT = {"image_dir": "images", "label_dir": "labels", "list_file": "{split}.txt"}
+
+
 def folder_dataset(root: str, split: str = "train", num_classes: Optional[int] = None,
-                   image_dir: str = "images", label_dir: str = "labels",
+                   image_dir: str = FOLDER_LAYOUT["image_dir"],
+                   label_dir: str = FOLDER_LAYOUT["label_dir"],
                    list_file: Optional[str] = None, label_ext: str = ".png",
                    **kwargs) -> SegmentationDataset:
     """Your own data: ``image_dir`` (any PIL image), ``label_dir`` (index PNGs named like the
-    images), a list file of ids (default ``ROOT/{split}.txt``); relative paths are under ROOT.
-    ``num_classes`` is required; ``ignore_label`` is the value marking unlabelled pixels."""
+    images), a list file of ids (default ``{split}.txt``; ``{split}`` in it becomes the split's
+    name); relative paths are under ROOT. ``num_classes`` is required; ``ignore_label`` is the
+    value marking unlabelled pixels."""
     if num_classes is None:
         raise ValueError("the 'folder' dataset needs num_classes")
     image_dir = os.path.join(root, image_dir)
     label_dir = os.path.join(root, label_dir)
-    list_path = os.path.join(root, list_file) if list_file else os.path.join(root, f"{split}.txt")
+    list_file = (list_file or FOLDER_LAYOUT["list_file"]).replace("{split}", split)
+    list_path = os.path.join(root, list_file)
     samples = _pair_samples(read_list(list_path), image_dir, label_dir, label_ext, list_path,
                             kwargs.get("skip_bad", False))
     return SegmentationDataset(samples, num_classes=num_classes, name=f"folder:{split}", **kwargs)
+
+
+def add_folder_arguments(parser: argparse._ActionsContainer) -> None:
+    """--image_dir, --label_dir, --list_file: where ``--dataset folder`` looks (default None:
+    :data:`FOLDER_LAYOUT`'s, so that giving one with another dataset can be refused)."""
+    for name, what in (("image_dir", "folder of the images"),
+                       ("label_dir", "folder of the label PNGs (class index per pixel), named "
+                                     "like the images"),
+                       ("list_file", "file of a split's image ids (one a line); {split} in it "
+                                     "becomes the split's name")):
+        parser.add_argument(f"--{name}", default=None,
+                            help=f"--dataset folder: {what}; relative to --data_dir (default: "
+                                 f"{FOLDER_LAYOUT[name]})")
 
 
 # -- synthetic ----------------------------------------------------------------------------------
@@ -496,20 +518,26 @@ def train_val_datasets(dataset: str, data_dir: Optional[str], train_split: str,
                        val_split: Optional[str], val_dataset: Optional[str] = None,
                        val_data_dir: Optional[str] = None, crop_size=513,
                        num_classes: Optional[int] = None, ignore_label: int = IGNORE_LABEL,
+                       folder_options: Optional[Dict[str, str]] = None,
                        ) -> Tuple[SegmentationDataset, Optional[SegmentationDataset]]:
     """The training set and the validation set (None when ``val_split`` is None).
 
     The validation set defaults to the training dataset and folder; it may be another one
     (e.g. SBD train_aug validated on VOC 2012 val). Both must share no image and agree on the
-    classes.
+    classes. ``folder_options`` (image_dir, label_dir, list_file) go to the 'folder' sets.
     """
+    def options(name: str) -> Dict[str, str]:
+        return dict(folder_options or {}) if name == "folder" else {}
+
     data_dir = data_dir or default_data_dir(dataset)
     train = get_dataset(dataset, data_dir, train_split, mode="train", crop_size=crop_size,
-                        num_classes=num_classes, ignore_label=ignore_label)
+                        num_classes=num_classes, ignore_label=ignore_label, **options(dataset))
     if val_split is None:
         return train, None
-    val = get_dataset(val_dataset or dataset, val_data_dir or data_dir, val_split, mode="val",
-                      num_classes=num_classes or train.num_classes, ignore_label=ignore_label)
+    val_dataset = val_dataset or dataset
+    val = get_dataset(val_dataset, val_data_dir or data_dir, val_split, mode="val",
+                      num_classes=num_classes or train.num_classes, ignore_label=ignore_label,
+                      **options(val_dataset))
     if val.num_classes != train.num_classes:
         raise DataError(f"validation set {val.name} has {val.num_classes} classes, the "
                         f"training set {train.name} {train.num_classes}")

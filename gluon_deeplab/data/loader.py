@@ -13,6 +13,7 @@ the sample at stream position (epoch ``e``, slot ``j``) is augmented with
 
 from __future__ import annotations
 
+import os
 import time
 from typing import List, Optional, Tuple
 
@@ -100,21 +101,67 @@ class SeededBatchSampler(Sampler):
 
 
 class _NumpySamples:
-    """A picklable view of a dataset returning numpy samples (no per-sample NDArray)."""
+    """A picklable view of a dataset returning numpy samples (no per-sample NDArray); ``raw``:
+    training crops as uint8 (normalized on the device by ``normalize_batch``)."""
 
-    def __init__(self, dataset: SegmentationDataset):
+    def __init__(self, dataset: SegmentationDataset, raw: bool = False):
         self.dataset = dataset
+        self.raw = raw
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitem__(self, key):
-        return self.dataset.get_numpy(key)
+        return self.dataset.get_numpy(key, raw=self.raw)
+
+
+def default_num_workers(num_devices: int, cpu_count: Optional[int] = None) -> int:
+    """Loader worker processes when none are asked for: 4 per device (each device needs a
+    batch's worth of decoded, augmented crops per step), at most one per CPU."""
+    cpus = cpu_count if cpu_count is not None else (os.cpu_count() or 1)
+    return max(1, min(4 * max(1, num_devices), cpus))
+
+
+class SharedMemoryError(OSError):
+    """Loader workers would not fit their batches in the free shared memory (/dev/shm)."""
+
+
+def check_shared_memory(batch_bytes: int, depth: int, num_workers: int,
+                        path: str = "/dev/shm") -> None:
+    """Raise :class:`SharedMemoryError` when ``depth`` batches of ``batch_bytes`` do not fit in
+    the free space of ``path``: worker processes pass their batches through it and die with a
+    bus error when it runs out (Docker gives containers 64 MB unless told otherwise)."""
+    try:
+        stat = os.statvfs(path)
+    except (OSError, AttributeError):  # no /dev/shm (macOS, Windows): nothing to check
+        return
+    free = stat.f_bavail * stat.f_frsize
+    need = batch_bytes * depth
+    if need <= free:
+        return
+    mib = 2.0 ** 20
+    raise SharedMemoryError(
+        f"{path} has {free / mib:.0f} MiB free but {num_workers} loader workers keep up to "
+        f"{depth} batches of {batch_bytes / mib:.1f} MiB ({need / mib:.0f} MiB) in it and die "
+        f"with a bus error when it runs out: in Docker run with --shm-size="
+        f"{-(-2 * need // 2 ** 30)}g or --ipc=host, or lower --num_workers")
+
+
+def _check_train_shared_memory(dataset: SegmentationDataset, batch_size: int,
+                               num_workers: int, prefetch: Optional[int]) -> None:
+    """The check above for uint8 training crops and gluon's prefetch depth (2 batches per
+    worker by default), plus the batch the training step holds."""
+    crop = getattr(dataset.transform, "crop_h", None), getattr(dataset.transform, "crop_w", None)
+    if None in crop:
+        return
+    depth = (2 * num_workers if prefetch is None else int(prefetch)) + 1
+    check_shared_memory(batch_size * 4 * crop[0] * crop[1], depth, num_workers)
 
 
 class _Batchify:
-    """Stack numpy samples into (images N x 3 x H x W, labels N x H x W) float32 NDArrays, or
-    (``as_list``) return a list of (image, label) NDArray pairs (validation: sizes differ)."""
+    """Stack numpy samples into (images N x 3 x H x W, labels N x H x W) NDArrays of the
+    samples' dtype, or (``as_list``) return a list of float32 (image, label) NDArray pairs
+    (validation: sizes differ)."""
 
     def __init__(self, shared: bool, as_list: bool):
         self.shared = shared
@@ -124,8 +171,8 @@ class _Batchify:
         ctx = mx.Context("cpu_shared", 0) if self.shared else mx.cpu()
         if self.as_list:
             return [(to_ndarray(i, ctx), to_ndarray(lb, ctx)) for i, lb in samples]
-        return (to_ndarray(np.stack([s[0] for s in samples]), ctx),
-                to_ndarray(np.stack([s[1] for s in samples]), ctx))
+        return (to_ndarray(np.stack([s[0] for s in samples]), ctx, dtype=None),
+                to_ndarray(np.stack([s[1] for s in samples]), ctx, dtype=None))
 
 
 class SegmentationLoader(DataLoader):
@@ -144,13 +191,16 @@ def make_dataloader(dataset: SegmentationDataset, batch_size: int, shuffle: Opti
                     **kwargs) -> SegmentationLoader:
     """A DataLoader over ``dataset`` (worker processes when ``num_workers > 0``).
 
-    mode 'train': batches ``(images float32 N x 3 x C x C, labels float32 N x C x C)`` ready for
-    ``mx.gluon.utils.split_and_load``; ``last_batch`` defaults to 'rollover'; order and
-    augmentation are reproducible by ``seed`` and resumable by ``start_iteration`` (see the
-    module docstring). mode 'val': batches are lists of (image 3 x H x W, label H x W) pairs,
-    ``shuffle`` and ``last_batch`` default to False / 'keep' (every image once).
-    ``shard=(rank, num_workers)``: this distributed worker's share of the samples.
-    Extra ``kwargs`` go to gluon's DataLoader (e.g. ``timeout``, ``prefetch``).
+    mode 'train': batches ``(images uint8 N x 3 x C x C, labels uint8 N x C x C)`` for
+    ``mx.gluon.utils.split_and_load`` and ``normalize_batch`` on each device (a quarter of the
+    bytes of float32); ``last_batch`` defaults to 'rollover'; order and augmentation are
+    reproducible by ``seed`` and resumable by ``start_iteration`` (see the module docstring).
+    Worker processes need the batches in shared memory: too little free is a
+    :class:`SharedMemoryError` here, not a bus error later. mode 'val': batches are lists of
+    float32 (image 3 x H x W, label H x W) pairs, ``shuffle`` and ``last_batch`` default to
+    False / 'keep' (every image once). ``shard=(rank, num_workers)``: this distributed worker's
+    share of the samples. Extra ``kwargs`` go to gluon's DataLoader (e.g. ``timeout``,
+    ``prefetch``, ``thread_pool``: worker threads, no shared memory).
     """
     val = dataset.mode == "val"
     if shuffle is None:
@@ -159,8 +209,11 @@ def make_dataloader(dataset: SegmentationDataset, batch_size: int, shuffle: Opti
         last_batch = "keep" if val else "rollover"
     sampler = SeededBatchSampler(len(dataset), batch_size, shuffle, seed, last_batch,
                                  start_iteration, num_iterations, shard)
-    return SegmentationLoader(_NumpySamples(dataset), sampler,
-                              _Batchify(shared=num_workers > 0, as_list=val),
+    processes = num_workers > 0 and not kwargs.get("thread_pool", False)
+    if processes and not val:
+        _check_train_shared_memory(dataset, batch_size, num_workers, kwargs.get("prefetch"))
+    return SegmentationLoader(_NumpySamples(dataset, raw=not val), sampler,
+                              _Batchify(shared=processes, as_list=val),
                               num_workers=num_workers, **kwargs)
 
 

@@ -9,14 +9,16 @@ contour, like VOC's borders. The same seed gives byte-identical files.
 
 from __future__ import annotations
 
+import argparse
 import colorsys
 import json
 import os
-from typing import Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ..cli_help import DefaultsHelpFormatter
 from .io import DataError, save_mask
 
 FORMAT = "gluon-deeplab-synthetic"
@@ -122,8 +124,12 @@ def _size(size: Union[int, Sequence[int]]) -> Tuple[int, int]:
 
 def make_synthetic_dataset(root: str, num_train: int = 40, num_val: int = 10,
                            size: Union[int, Sequence[int]] = (128, 160), num_classes: int = 5,
-                           seed: int = 0) -> str:
+                           seed: int = 0,
+                           val_sizes: Optional[Sequence[Sequence[int]]] = None) -> str:
     """Write a synthetic set in the VOC layout under ``root``; returns ``root``.
+
+    Every image is ``size``, except that val image k is ``val_sizes[k % len(val_sizes)]`` when
+    given (many sizes, as in VOC val, for evaluation benchmarks).
 
     Files: ``JPEGImages/*.jpg``, ``SegmentationClass/*.png`` (VOC palette), ``ImageSets/
     Segmentation/{train,val,trainval}.txt`` and ``synthetic.json`` (written last: a set without it
@@ -136,6 +142,10 @@ def make_synthetic_dataset(root: str, num_train: int = 40, num_val: int = 10,
         raise ValueError(f"num_train and num_val must be >= 1, got {num_train}, {num_val}")
     if h < 8 or w < 8:
         raise ValueError(f"size must be at least 8x8, got {h}x{w}")
+    sizes = [(h, w)] * num_train + [_size(val_sizes[k % len(val_sizes)]) if val_sizes else (h, w)
+                                    for k in range(num_val)]
+    if min(min(hw) for hw in sizes) < 8:
+        raise ValueError(f"val_sizes must be at least 8x8, got {val_sizes}")
     meta_path = os.path.join(root, META_FILE)
     if os.path.isdir(root) and os.listdir(root) and not os.path.isfile(meta_path):
         raise DataError(f"{root}: folder is not empty and holds no synthetic set; "
@@ -153,7 +163,7 @@ def make_synthetic_dataset(root: str, num_train: int = 40, num_val: int = 10,
               "val": [f"synth_{i:06d}" for i in range(num_train, num_train + num_val)]}
     splits["trainval"] = splits["train"] + splits["val"]
     for i, sid in enumerate(splits["trainval"]):
-        image, label = make_sample(i, (h, w), num_classes, seed)
+        image, label = make_sample(i, sizes[i], num_classes, seed)
         Image.fromarray(image).save(os.path.join(image_dir, sid + ".jpg"), quality=95)
         save_mask(label, os.path.join(label_dir, sid + ".png"))
     for split, ids in splits.items():
@@ -162,6 +172,40 @@ def make_synthetic_dataset(root: str, num_train: int = 40, num_val: int = 10,
     meta = {"format": FORMAT, "version": 1, "num_classes": num_classes,
             "classes": synthetic_classes(num_classes), "seed": seed, "num_train": num_train,
             "num_val": num_val, "size": [h, w]}
+    if val_sizes:
+        meta["val_sizes"] = [list(hw) for hw in sizes[num_train:]]
     with open(meta_path, "w", encoding="utf-8") as f:
         json.dump(meta, f, indent=1)
     return root
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Flags of ``gluon-deeplab-make-synthetic`` (``scripts/make_synthetic.py``)."""
+    p = argparse.ArgumentParser(
+        prog="gluon-deeplab-make-synthetic", formatter_class=DefaultsHelpFormatter,
+        description="Write the synthetic segmentation set (VOC 2012 layout) used by the tests "
+                    "and the quick start.")
+    p.add_argument("--output", required=True, help="folder: new, empty or a synthetic set")
+    p.add_argument("--num_train", type=int, default=40, help="training images")
+    p.add_argument("--num_val", type=int, default=10, help="validation images")
+    p.add_argument("--size", type=int, nargs="+", default=[128, 160],
+                   help="image size: H W, or one number for square images")
+    p.add_argument("--num_classes", type=int, default=5, help="classes including background 0")
+    p.add_argument("--seed", type=int, default=0, help="same seed, same files")
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    """Generate the set the flags describe (returns None so it can be a console script)."""
+    args = build_parser().parse_args(argv)
+    if len(args.size) not in (1, 2):
+        raise SystemExit(f"--size takes H W or one number, got {args.size}")
+    size = (args.size[0], args.size[-1])
+    try:
+        root = make_synthetic_dataset(args.output, num_train=args.num_train,
+                                      num_val=args.num_val, size=size,
+                                      num_classes=args.num_classes, seed=args.seed)
+    except (DataError, ValueError) as err:
+        raise SystemExit(f"error: {err}") from None
+    print(f"wrote {args.num_train} train + {args.num_val} val images ({size[0]}x{size[1]}, "
+          f"{args.num_classes} classes, seed {args.seed}) to {root}")

@@ -7,7 +7,9 @@ import json
 import sys
 from typing import List, Optional
 
+from ..cli_help import DefaultsHelpFormatter
 from ..data import DATASET_CHOICES, DATASET_NAMES
+from ..models import OUTPUT_STRIDES
 from .exporting import EXPORT_DTYPES
 from .int8 import CALIB_MODES, DEFAULT_EXCLUDE, EXCLUDE_GROUPS, QUANTIZED_DTYPES
 
@@ -37,11 +39,11 @@ def build_export_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         description="Export a gluon-deeplab checkpoint: PREFIX-symbol.json + PREFIX-0000.params "
                     "(fp32, bf16 or INT8), PREFIX-meta.json, optionally PREFIX.onnx.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=DefaultsHelpFormatter)
     p.add_argument("--checkpoint", required=True, help="checkpoint written by the trainer")
     p.add_argument("--output", required=True, help="output prefix, e.g. export/deeplab")
-    p.add_argument("--output_stride", type=int, choices=(8, 16), default=None,
-                   help="output stride of the exported graph (None: the checkpoint's)")
+    p.add_argument("--output_stride", type=int, choices=OUTPUT_STRIDES, default=None,
+                   help="output stride of the exported graph (when not given: the checkpoint's)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--dtype", choices=EXPORT_DTYPES, default=None,
                    help="precision of the export (fp32 when not given): fp32, bf16 "
@@ -151,3 +153,16 @@ def bench_main(argv: Optional[List[str]] = None) -> list:
     if failed:
         sys.exit(f"bench: {len(failed)} row(s) failed: {'; '.join(failed)}")
     return rows
+
+
+def export_command(argv: Optional[List[str]] = None) -> int:
+    """``gluon-deeplab-export``: :func:`export_main`, exit status 0 (a console script exits with
+    what its function returns)."""
+    export_main(argv)
+    return 0
+
+
+def bench_command(argv: Optional[List[str]] = None) -> int:
+    """``gluon-deeplab-bench``: :func:`bench_main`, exit status 0 when every row ran."""
+    bench_main(argv)
+    return 0

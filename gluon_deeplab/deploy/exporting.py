@@ -30,6 +30,7 @@ from ..export import (
 from ..models import recorded_head_settings
 from ..precision import require_bf16, to_bf16
 from .int8 import DEFAULT_EXCLUDE, calibration_loader, quantize_model
+from .onnx_export import require_onnx
 
 EXPORT_FORMAT = "gluon-deeplab-export/1"
 INPUT_CONVENTION = ("float32 NCHW batch of RGB images scaled to [0, 1], then normalized "
@@ -127,13 +128,15 @@ def export_checkpoint(checkpoint: Union[str, Checkpoint], prefix: str, *,
     if dtype == "bf16" and onnx_input_size:
         raise ValueError("--onnx exports the fp32 model; run the bf16 and the ONNX export "
                          "separately")
-    if dtype == "bf16" and check_bf16 and not require_bf16("--dtype bf16").native:
-        warnings.warn("--dtype bf16: this CPU emulates bfloat16 (no avx512_bf16/amx_bf16); "
-                      "the export runs faster than fp32 only on a CPU with native bf16",
-                      stacklevel=2)
+    support = require_bf16("--dtype bf16") if dtype == "bf16" and check_bf16 else None
+    if support is not None and not support.fast:
+        warnings.warn(f"--dtype bf16: {support.reason}; the export runs faster than fp32 only "
+                      "where AMX is on", stacklevel=2)
     if int8 and onnx_input_size:
         raise ValueError("--onnx exports the fp32 model (MXNet's INT8 operators have no ONNX "
                          "form); run the INT8 and the ONNX export separately")
+    if onnx_input_size:
+        require_onnx()  # before anything is written
     if int8 and calib_dataset is None:
         raise ValueError("INT8 export needs calibration images: pass --calib_data_dir and "
                          "--calib_dataset")

@@ -23,14 +23,16 @@ from ..checkpoint import atomic_write
 from ..export import export_model
 
 ONNX_OPSET = 13
+ONNX_INSTALL = "pip install -e '.[onnx]'"  # the onnx extra, as the README installs it
 
 
-def _import_onnx():
+def require_onnx():
+    """The ``onnx`` module, or an ImportError saying how to install it."""
     try:
         import onnx
     except ImportError:
-        raise ImportError("ONNX export needs the onnx package: pip install "
-                          "'gluon-deeplab[onnx]'") from None
+        raise ImportError(f"--onnx needs the onnx package (the onnx extra): {ONNX_INSTALL}"
+                          ) from None
     return onnx
 
 
@@ -58,7 +60,7 @@ def export_onnx(net: HybridBlock, path: str, input_size: Tuple[int, int],
     """
     import mxnet as mx
 
-    onnx = _import_onnx()
+    onnx = require_onnx()
     h, w = (int(s) for s in input_size)
     fixed = getattr(net, "fixed_size", None)
     if fixed is not None and tuple(fixed) != (h, w):
@@ -97,8 +99,8 @@ def onnx_logits(path: str, images: np.ndarray) -> np.ndarray:
     try:
         import onnxruntime
     except ImportError:
-        raise ImportError("running an ONNX model needs onnxruntime: pip install "
-                          "'gluon-deeplab[onnx]'") from None
+        raise ImportError(f"running an ONNX model needs onnxruntime (the onnx extra): "
+                          f"{ONNX_INSTALL}") from None
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3
     session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])

@@ -1,16 +1,16 @@
 """Evaluation and prediction: metrics, multi-scale inference, colour map, CRF, ensembles."""
 
 from .colormap import colorize, mask_image, save_mask, voc_colormap
-from .crf import DenseCRF, crf_available
-from .inference import evaluate, predict_probabilities, predict_probabilities_nd
+from .crf import DenseCRF
+from .inference import predict_probabilities, predict_probabilities_nd
 from .metrics import ConfusionMatrix
+from .split import evaluate
 from .visualize import overlay, panel, save_rgb
 
 __all__ = [
     "ConfusionMatrix",
     "DenseCRF",
     "colorize",
-    "crf_available",
     "evaluate",
     "mask_image",
     "overlay",

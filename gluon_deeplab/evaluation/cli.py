@@ -13,6 +13,7 @@ import os
 import time
 from typing import Any, Dict, List, Optional, Sequence, Union
 
+from ..cli_help import DefaultsHelpFormatter
 from ..data import (
     DATASET_CHOICES,
     DATASET_NAMES,
@@ -22,11 +23,15 @@ from ..data import (
     explain_data_error,
     get_dataset,
 )
+from ..data.datasets import FOLDER_LAYOUT, add_folder_arguments
 from ..devices import resolve_contexts
+from ..models import OUTPUT_STRIDES
 from ..paths import check_writable
+from ..tensorboard import tensorboard_missing, write_evaluation
 from .crf import DenseCRF
-from .inference import FUSIONS, evaluate
+from .inference import FUSIONS
 from .loading import load_inference_model
+from .split import evaluate
 
 METRIC_NAMES = ("pixel_accuracy", "mean_accuracy", "miou", "fwiou")
 DEFAULT_DATASET = "voc"  # VOC 2012, whose val split the trainer's default run validates on
@@ -45,7 +50,7 @@ def parse_scales(text: str) -> List[float]:
 
 def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags shared by eval and predict: scales, flip, fusion, sliding window, devices."""
-    parser.add_argument("--output_stride", type=int, choices=(8, 16, 32), default=None,
+    parser.add_argument("--output_stride", type=int, choices=OUTPUT_STRIDES, default=None,
                         help="override the checkpoint's output stride (e.g. 8 for evaluation)")
     parser.add_argument("--scales", default="1.0",
                         help="comma-separated input scales, e.g. 0.5,0.75,1.0,1.25,1.5,1.75")
@@ -56,6 +61,11 @@ def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
                         help="sliding-window size for scaled images larger than this "
                              "(default: whole image at once)")
     parser.add_argument("--gpus", default="", help="GPU ids, e.g. 0,1 (empty: CPU)")
+    parser.add_argument("--no_buckets", action="store_true",
+                        help="pad each image to its own output_stride*k+1 (one graph shape per "
+                             "image size, as before) instead of a few bucket sizes (385, 513, "
+                             "...), which change the context at the border and the image "
+                             "pooling a little")
 
 
 def add_crf_arguments(parser: argparse.ArgumentParser) -> None:
@@ -84,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Evaluate a gluon-deeplab checkpoint or exported model: pixel accuracy, "
                     "mean accuracy, mIoU, frequency-weighted IoU and per-class IoU over a "
-                    "whole split.")
+                    "whole split.", formatter_class=DefaultsHelpFormatter)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint",
                         help="checkpoint file (.params), or a run folder (its best.params, "
@@ -98,17 +108,20 @@ def build_parser() -> argparse.ArgumentParser:
                              "./VOCdevkit_aug)")
     parser.add_argument("--dataset", default=DEFAULT_DATASET, choices=DATASET_CHOICES,
                         metavar="{" + ",".join(DATASET_NAMES) + "}",
-                        help="dataset layout (default voc: VOC 2012, the validation set of "
-                             "train.py's default run; voc_sbd's old name vocaug is accepted)")
-    parser.add_argument("--split", default="val")
+                        help="dataset layout (default voc: VOC 2012, on whose val split "
+                             "train.py validates by default; voc_sbd's old name vocaug is "
+                             "accepted)")
+    parser.add_argument("--split", default="val", help="split to evaluate")
     parser.add_argument("--num_classes", "--num-classes", type=int, default=None,
                         help="class count of a 'folder' dataset (must match the checkpoint)")
     parser.add_argument("--ignore_label", "--ignore-label", type=int, default=255,
                         help="label value excluded from the metrics")
+    add_folder_arguments(parser)
     add_inference_arguments(parser)
     add_crf_arguments(parser)
-    parser.add_argument("--num_workers", type=int, default=0,
-                        help="worker processes decoding images (0: in the main process)")
+    parser.add_argument("--num_workers", type=int, default=None,
+                        help="threads decoding images ahead of the devices (default: 4 per "
+                             "device, at most the CPU count; 0: in the main thread)")
     parser.add_argument("--max_images", type=int, default=None,
                         help="evaluate only the first N images (quick checks)")
     parser.add_argument("--save_predictions", default=None, metavar="DIR",
@@ -118,16 +131,30 @@ def build_parser() -> argparse.ArgumentParser:
                              "(used by scripts/ensemble.py to break ties)")
     parser.add_argument("--output", default=None, metavar="JSON",
                         help="write the metrics to this JSON file")
+    parser.add_argument("--tensorboard", default=None, metavar="DIR",
+                        help="also write the metrics and per-class IoU as TensorBoard scalars "
+                             "(eval/mIoU, eval/IoU/<class>, ...) at the model's iteration into "
+                             "DIR (needs pip install -e .[tensorboard])")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing --output file / --save_predictions folder")
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
     return parser
 
 
+def _folder_options(args: argparse.Namespace) -> Dict[str, str]:
+    """--image_dir, --label_dir, --list_file as given (an error with a dataset not 'folder')."""
+    given = {name: getattr(args, name) for name in FOLDER_LAYOUT
+             if getattr(args, name, None) is not None}
+    if given and args.dataset != "folder":
+        raise ValueError(f"--{next(iter(given))} is an option of --dataset folder, not of "
+                         f"--dataset {args.dataset}")
+    return given
+
+
 def _check_counts(args: argparse.Namespace) -> None:
     if args.max_images is not None and args.max_images < 1:
         raise ValueError(f"--max_images: expected an integer >= 1, got {args.max_images}")
-    if args.num_workers < 0:
+    if args.num_workers is not None and args.num_workers < 0:
         raise ValueError(f"--num_workers: expected an integer >= 0, got {args.num_workers}")
 
 
@@ -136,6 +163,8 @@ def _check_outputs(args: argparse.Namespace) -> None:
         check_writable(args.output, "--output")
     if args.save_predictions:
         check_writable(args.save_predictions, "--save_predictions", folder=True)
+    if args.tensorboard:
+        check_writable(args.tensorboard, "--tensorboard", folder=True)
     if args.overwrite:
         return
     if args.output and os.path.exists(args.output):
@@ -157,9 +186,14 @@ def run_eval(args: Union[argparse.Namespace, Dict[str, Any]]) -> Dict[str, Any]:
         args = argparse.Namespace(**{**defaults, **args})
     scales = parse_scales(args.scales)
     _check_counts(args)
-    ctxs = resolve_contexts(args.gpus)
+    folder_options = _folder_options(args)
+    ctxs = resolve_contexts(args.gpus, verb="evaluate")
     _check_outputs(args)
     crf = crf_from_args(args)
+    board, missing = args.tensorboard, args.tensorboard and tensorboard_missing()
+    if missing:  # the evaluation goes on; one line says how to get the event files
+        print(missing, flush=True)
+        board = None
     model = load_inference_model(args.checkpoint, args.exported, ctxs, args.output_stride)
     source = args.checkpoint or args.exported
     what = f"checkpoint {source}" if args.checkpoint else f"exported model {source}"
@@ -167,7 +201,7 @@ def run_eval(args: Union[argparse.Namespace, Dict[str, Any]]) -> Dict[str, Any]:
     if args.num_classes is not None and args.num_classes != model_classes:
         raise ValueError(f"--num_classes {args.num_classes} disagrees with {what} "
                          f"({model_classes} classes)")
-    dataset = _dataset(args)
+    dataset = _dataset(args, folder_options)
     if dataset.num_classes != model_classes:
         raise ValueError(f"{what} predicts {model_classes} classes but "
                          f"--dataset {args.dataset} at {args.data_dir} has "
@@ -177,7 +211,7 @@ def run_eval(args: Union[argparse.Namespace, Dict[str, Any]]) -> Dict[str, Any]:
                           fusion=args.fusion, crf=crf, progress=not args.no_progress,
                           max_images=args.max_images, save_dir=args.save_predictions,
                           crop_size=args.crop_size, save_probabilities=args.save_probabilities,
-                          num_workers=args.num_workers)
+                          num_workers=args.num_workers, buckets=not args.no_buckets)
     num_images = len(dataset) if args.max_images is None else min(len(dataset), args.max_images)
     result = {name: metrics[name] for name in METRIC_NAMES}
     result.update({
@@ -194,6 +228,7 @@ def run_eval(args: Union[argparse.Namespace, Dict[str, Any]]) -> Dict[str, Any]:
         "split": args.split,
         "settings": {"output_stride": model.output_stride, "scales": scales,
                      "flip": args.flip, "fusion": args.fusion, "crop_size": args.crop_size,
+                     "buckets": not args.no_buckets,
                      "crf": crf.config() if crf else None, "contexts": [str(c) for c in ctxs]},
     })
     if args.output:
@@ -201,10 +236,12 @@ def run_eval(args: Union[argparse.Namespace, Dict[str, Any]]) -> Dict[str, Any]:
         os.makedirs(folder, exist_ok=True)
         with open(args.output, "w", encoding="utf-8") as f:
             json.dump(result, f, indent=2)
+    if board:
+        write_evaluation(board, result)
     return result
 
 
-def _dataset(args: argparse.Namespace):
+def _dataset(args: argparse.Namespace, folder_options: Dict[str, str]):
     """The split to evaluate; an error names the defaults it came from."""
     defaults = [("--dataset", args.dataset)] if args.dataset == DEFAULT_DATASET else []
     if not args.data_dir:
@@ -212,7 +249,8 @@ def _dataset(args: argparse.Namespace):
         defaults.append(("--data_dir", args.data_dir))
     try:
         return get_dataset(args.dataset, args.data_dir, split=args.split, mode="val",
-                           num_classes=args.num_classes, ignore_label=args.ignore_label)
+                           num_classes=args.num_classes, ignore_label=args.ignore_label,
+                           **folder_options)
     except DataError as err:
         raise explain_data_error(err, "eval.py", defaults, args.dataset, args.data_dir) from None
 

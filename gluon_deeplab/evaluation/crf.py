@@ -26,15 +26,6 @@ def _densecrf_module():
     return dcrf
 
 
-def crf_available() -> bool:
-    """Whether the optional CRF package can be imported."""
-    try:
-        _densecrf_module()
-    except ImportError:
-        return False
-    return True
-
-
 @dataclass
 class DenseCRF:
     """Refines per-pixel class probabilities with a dense CRF over the RGB image.

@@ -16,6 +16,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from ..cli_help import DefaultsHelpFormatter
 from ..data.io import read_label_png
 from ..paths import check_writable
 from .colormap import save_mask
@@ -141,7 +142,8 @@ def ensemble_folders(folders: Sequence[str], output_dir: str,
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        description="Pixel-wise majority vote over the prediction folders of several models.")
+        description="Pixel-wise majority vote over the prediction folders of several models.",
+        formatter_class=DefaultsHelpFormatter)
     parser.add_argument("folders", nargs="+", help="prediction folders (same mask names)")
     parser.add_argument("--output_dir", required=True, help="folder for the voted masks")
     parser.add_argument("--overwrite", action="store_true",

@@ -1,25 +1,22 @@
-"""Inference on whole images: multi-scale, flip, sliding window, and split evaluation.
+"""Inference on whole images: multi-scale, flip, sliding window.
 
-Every image is run at its own size, padded with the mean at the bottom and right to the next
-``output_stride * k + 1`` and cropped back (nothing dropped). Images of a split are
-spread round-robin over all contexts; MXNet runs the queued work of different devices at
-the same time and the results are only read back once every device has its image.
+Every image is run at its own size, padded with the mean at the bottom and right to a
+``output_stride * k + 1`` from a short ladder of sizes (:func:`bucket_size`: 257, 385, 513, ...)
+and cropped back (nothing dropped): the network sees a few input shapes instead of one per image
+size. Splits are evaluated by :mod:`.split`.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 import mxnet as mx
 import numpy as np
-from tqdm import tqdm
 
 from ..data.transforms import MEAN, STD
-from ..models.upsample import padded_size
-from .colormap import save_mask
-from .metrics import ConfusionMatrix
+from ..models.upsample import bucket_size, padded_size
 
 FUSIONS = ("mean", "max")
 # Fraction of a crop that consecutive sliding windows share.
@@ -46,12 +43,15 @@ def output_stride_of(net: Any) -> Optional[int]:
     return int(stride) if stride else None
 
 
-def _logits(net: Callable, x: mx.nd.NDArray, stride: Optional[int]) -> mx.nd.NDArray:
+def _logits(net: Callable, x: mx.nd.NDArray, stride: Optional[int],
+            buckets: bool = True) -> mx.nd.NDArray:
     """Logits of ``x`` (1 x 3 x H x W). With a known ``stride`` the image is padded at the
-    bottom and right with the mean (0 once normalized) to ``stride * k + 1`` and the logits
-    are cropped back, so that the last feature cell lies on the image's last pixel."""
+    bottom and right with the mean (0 once normalized) to ``stride * k + 1`` (the bucket of
+    :func:`bucket_size`, or with ``buckets=False`` the smallest such size) and the logits are
+    cropped back, so that a feature cell lies on the image's last pixel."""
     _, _, h, w = x.shape
-    ph, pw = (padded_size(h, stride), padded_size(w, stride)) if stride else (h, w)
+    pad = bucket_size if buckets else padded_size
+    ph, pw = (pad(h, stride), pad(w, stride)) if stride else (h, w)
     if (ph, pw) != (h, w):
         x = mx.nd.pad(x, mode="constant", constant_value=0.0,
                       pad_width=(0, 0, 0, 0, 0, ph - h, 0, pw - w))
@@ -70,18 +70,18 @@ def _window_starts(size: int, crop: int) -> List[int]:
 
 
 def _softmax_windowed(net: Callable, x: mx.nd.NDArray, crop: Optional[Tuple[int, int]],
-                      stride: Optional[int]) -> mx.nd.NDArray:
+                      stride: Optional[int], buckets: bool = True) -> mx.nd.NDArray:
     """Softmax probabilities 1 x C x H x W; windows of ``crop`` averaged where they overlap."""
     _, _, h, w = x.shape
     if crop is None or (h <= crop[0] and w <= crop[1]):
-        return mx.nd.softmax(_logits(net, x, stride), axis=1)
+        return mx.nd.softmax(_logits(net, x, stride, buckets), axis=1)
     ch, cw = min(crop[0], h), min(crop[1], w)
     total: Optional[mx.nd.NDArray] = None
     count = np.zeros((h, w), dtype=np.float32)
     for top in _window_starts(h, ch):
         for left in _window_starts(w, cw):
             window = x[:, :, top:top + ch, left:left + cw]
-            prob = mx.nd.softmax(_logits(net, window, stride), axis=1)
+            prob = mx.nd.softmax(_logits(net, window, stride, buckets), axis=1)
             if total is None:
                 total = mx.nd.zeros((1, prob.shape[1], h, w), ctx=x.context)
             total[:, :, top:top + ch, left:left + cw] += prob
@@ -99,7 +99,8 @@ def _resize(x: mx.nd.NDArray, height: int, width: int) -> mx.nd.NDArray:
 
 def predict_probabilities_nd(net: Callable, image: mx.nd.NDArray, ctx: mx.Context,
                              scales: Sequence[float] = (1.0,), flip: bool = False,
-                             fusion: str = "mean", crop_size: CropSize = None) -> mx.nd.NDArray:
+                             fusion: str = "mean", crop_size: CropSize = None,
+                             buckets: bool = True) -> mx.nd.NDArray:
     """Like :func:`predict_probabilities` but returns a C x H x W NDArray on ``ctx`` without
     waiting for the result (so several devices can be kept busy)."""
     stride = output_stride_of(net)
@@ -121,7 +122,7 @@ def predict_probabilities_nd(net: Callable, image: mx.nd.NDArray, ctx: mx.Contex
         xs = _resize(x, sh, sw)
         inputs = [(xs, False)] + ([(xs.flip(axis=3), True)] if flip else [])
         for xi, flipped in inputs:
-            prob = _softmax_windowed(net, xi, crop, stride)
+            prob = _softmax_windowed(net, xi, crop, stride, buckets)
             if flipped:
                 prob = prob.flip(axis=3)
             prob = _resize(prob, h, w)
@@ -141,7 +142,8 @@ def predict_probabilities_nd(net: Callable, image: mx.nd.NDArray, ctx: mx.Contex
 
 def predict_probabilities(net: Callable, image: mx.nd.NDArray, ctx: mx.Context,
                           scales: Sequence[float] = (1.0,), flip: bool = False,
-                          fusion: str = "mean", crop_size: CropSize = None) -> np.ndarray:
+                          fusion: str = "mean", crop_size: CropSize = None,
+                          buckets: bool = True) -> np.ndarray:
     """Softmax probabilities (float32 C x H x W) for one normalized 3 x H x W image.
 
     Each scale resizes the image bilinearly, optionally adds its horizontal mirror, runs the
@@ -149,10 +151,11 @@ def predict_probabilities(net: Callable, image: mx.nd.NDArray, ctx: mx.Context,
     resizes the probabilities back to H x W; the results are fused by their ``mean`` or
     per-pixel ``max`` (renormalized to sum to 1). Every image or window the net sees is
     padded with the mean to ``output_stride * k + 1`` (:func:`output_stride_of`) and its
-    logits cropped back, as official DeepLab pads to 513.
+    logits cropped back, as official DeepLab pads to 513: to the size's bucket
+    (:func:`bucket_size`), or with ``buckets=False`` to the smallest such size.
     """
-    return predict_probabilities_nd(net, image, ctx, scales, flip, fusion,
-                                    crop_size).asnumpy().astype(np.float32)
+    return predict_probabilities_nd(net, image, ctx, scales, flip, fusion, crop_size,
+                                    buckets).asnumpy().astype(np.float32)
 
 
 def denormalize(image: mx.nd.NDArray) -> np.ndarray:
@@ -167,107 +170,3 @@ def save_probability_file(prob: np.ndarray, path: str) -> str:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     np.save(path, np.asarray(prob, dtype=np.float16))
     return path
-
-
-def _image_ids(dataset: Any) -> List[str]:
-    ids = getattr(dataset, "ids", None)
-    return [str(i) for i in ids] if ids is not None else [f"{i:06d}" for i in range(len(dataset))]
-
-
-def _sample_groups(dataset: Any, total: int, size: int,
-                   num_workers: int) -> Iterator[List[Tuple[int, Any, Any]]]:
-    """(index, image, label) of the first ``total`` samples, ``size`` at a time, in order."""
-    if num_workers > 0:
-        from ..data import make_dataloader
-
-        loader = make_dataloader(dataset, size, shuffle=False, num_workers=num_workers,
-                                 last_batch="keep")
-        index = 0
-        for batch in loader:
-            group = []
-            for image, label in batch:
-                if index < total:
-                    group.append((index, image, label))
-                index += 1
-            if group:
-                yield group
-            if index >= total:
-                return
-        return
-    for first in range(0, total, size):
-        yield [(i,) + tuple(dataset[i]) for i in range(first, min(first + size, total))]
-
-
-def _check_contexts(net: Any, ctxs: Sequence[mx.Context]) -> None:
-    if not hasattr(net, "collect_params"):
-        return
-    params = list(net.collect_params().values())
-    have = set(params[0].list_ctx()) if params else set(ctxs)
-    missing = [str(c) for c in ctxs if c not in have]
-    if missing:
-        raise ValueError(f"the model's parameters live on {sorted(map(str, have))}, not on "
-                         f"{missing}; build or load it with ctx= every evaluation context")
-
-
-def evaluate(net: Callable, dataset: Any, ctxs: Union[mx.Context, Sequence[mx.Context]],
-             scales: Sequence[float] = (1.0,), flip: bool = False, fusion: str = "mean",
-             crf: Optional[Callable[[np.ndarray, np.ndarray], np.ndarray]] = None,
-             progress: bool = True, max_images: Optional[int] = None,
-             save_dir: Optional[str] = None, crop_size: CropSize = None,
-             num_classes: Optional[int] = None, ignore_label: Optional[int] = None,
-             save_probabilities: bool = False,
-             num_workers: int = 0) -> Tuple[Dict[str, Any], ConfusionMatrix]:
-    """Evaluate ``net`` on every image of a 'val'-mode dataset; one confusion matrix.
-
-    ``dataset[i]`` gives (normalized 3 x H x W image, H x W label). ``crf`` is a callable
-    ``(rgb uint8 H x W x 3, probabilities C x H x W) -> probabilities`` (e.g.
-    :class:`gluon_deeplab.evaluation.crf.DenseCRF`). ``save_dir`` receives one palette PNG
-    per image named after its id, and with ``save_probabilities`` a ``<id>.npy`` beside it
-    (float16 C x H x W, what :mod:`gluon_deeplab.evaluation.ensemble` breaks ties with).
-    ``num_workers > 0`` decodes images in worker processes (``make_dataloader``, val mode).
-    Returns (metrics, confusion matrix).
-    """
-    ctxs = [ctxs] if isinstance(ctxs, mx.Context) else list(ctxs)
-    if not ctxs:
-        raise ValueError("evaluate needs at least one context")
-    num_classes = num_classes or getattr(dataset, "num_classes", None) or net.num_classes
-    if ignore_label is None:
-        ignore_label = getattr(dataset, "ignore_label", 255)
-    net_classes = getattr(net, "num_classes", None)
-    if net_classes is not None and net_classes != num_classes:
-        raise ValueError(f"the model predicts {net_classes} classes but the dataset has "
-                         f"{num_classes}")
-    _check_contexts(net, ctxs)
-    confusion = ConfusionMatrix(num_classes, ignore_label)
-    ids = _image_ids(dataset)
-    total = len(dataset) if max_images is None else min(len(dataset), int(max_images))
-    bar = tqdm(total=total, desc="evaluate", unit="img", disable=not progress, leave=False)
-    try:
-        for group in _sample_groups(dataset, total, len(ctxs), num_workers):
-            queued = []
-            for (index, image, label), ctx in zip(group, ctxs):
-                prob = predict_probabilities_nd(net, image, ctx, scales, flip, fusion,
-                                                crop_size)
-                keep_prob = crf is not None or (save_dir and save_probabilities)
-                queued.append((index, image, label,
-                               prob if keep_prob else mx.nd.argmax(prob, axis=0)))
-            for index, image, label, out in queued:
-                if out.ndim == 3:
-                    prob = out.asnumpy()
-                    if crf is not None:
-                        prob = crf(denormalize(image), prob)
-                    pred = prob.argmax(axis=0)
-                else:
-                    prob, pred = None, out.asnumpy()
-                pred = pred.astype(np.int64)
-                label = label.asnumpy() if isinstance(label, mx.nd.NDArray) else label
-                confusion.update(pred, np.asarray(label).astype(np.int64))
-                if save_dir:
-                    stem = os.path.join(save_dir, ids[index])
-                    save_mask(pred, stem + ".png")
-                    if save_probabilities:
-                        save_probability_file(prob, stem + ".npy")
-                bar.update(1)
-    finally:
-        bar.close()
-    return confusion.metrics(), confusion

@@ -47,7 +47,8 @@ def load_inference_model(checkpoint: Optional[str], exported: Optional[str],
         raise ValueError("give exactly one of --checkpoint and --exported")
     if exported is None:
         net, ckpt = model_from_checkpoint(checkpoint, ctx=list(ctxs), output_stride=output_stride)
-        net.hybridize()
+        # Buffers planned once per input shape: inference pads to a few bucket sizes.
+        net.hybridize(static_alloc=True, static_shape=True)
         return InferenceModel(net, net.num_classes, net.backbone.output_stride, "fp32",
                               checkpoint, ckpt.iteration, ckpt.args)
     if output_stride is not None:

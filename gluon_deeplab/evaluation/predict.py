@@ -14,6 +14,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import mxnet as mx
 
+from ..cli_help import DefaultsHelpFormatter
 from ..data import read_image, read_label_png
 from ..data.datasets import IMAGE_EXTS
 from ..data.transforms import normalize
@@ -100,8 +101,9 @@ def predict_images(net: Callable, images: Sequence[str], output_dir: str,
                    flip: bool = False, fusion: str = "mean", crop_size: Optional[int] = None,
                    label_dir: Optional[str] = None, crf: Optional[Callable] = None,
                    save_probabilities: bool = False, alpha: float = 0.5,
-                   overwrite: bool = False) -> List[Dict[str, str]]:
-    """Predict every image (round-robin over ``ctxs``) and write mask, overlay and panel."""
+                   overwrite: bool = False, buckets: bool = True) -> List[Dict[str, str]]:
+    """Predict every image (round-robin over ``ctxs``) and write mask, overlay and panel;
+    ``buckets``: as in :func:`gluon_deeplab.evaluation.predict_probabilities`."""
     ctxs = list(ctxs)
     _check_outputs(images, output_dir, overwrite, save_probabilities)
     labels = label_paths(images, label_dir)
@@ -111,7 +113,7 @@ def predict_images(net: Callable, images: Sequence[str], output_dir: str,
         for path, ctx in zip(images[first:first + len(ctxs)], ctxs):
             rgb = read_image(path)
             prob = predict_probabilities_nd(net, normalize(rgb), ctx, scales, flip, fusion,
-                                            crop_size)
+                                            crop_size, buckets)
             queued.append((path, rgb, prob))
         for path, rgb, prob in queued:
             prob = prob.asnumpy()
@@ -136,7 +138,8 @@ def predict_images(net: Callable, images: Sequence[str], output_dir: str,
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        description="Predict segmentation masks (VOC palette PNG), overlays and panels.")
+        description="Predict segmentation masks (VOC palette PNG), overlays and panels.",
+        formatter_class=DefaultsHelpFormatter)
     parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", help="checkpoint file written by the trainer, or a run "
@@ -160,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run_predict(args: argparse.Namespace) -> List[Dict[str, str]]:
     scales = parse_scales(args.scales)
-    ctxs = resolve_contexts(args.gpus)
+    ctxs = resolve_contexts(args.gpus, verb="predict")
     images = collect_images(args.inputs)
     crf = crf_from_args(args)
     # Cheap checks first: no model is loaded for a run that would fail on its outputs.
@@ -171,7 +174,7 @@ def run_predict(args: argparse.Namespace) -> List[Dict[str, str]]:
                           fusion=args.fusion, crop_size=args.crop_size,
                           label_dir=args.label_dir, crf=crf,
                           save_probabilities=args.save_probabilities, alpha=args.alpha,
-                          overwrite=args.overwrite)
+                          overwrite=args.overwrite, buckets=not args.no_buckets)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:

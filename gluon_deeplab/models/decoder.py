@@ -68,4 +68,8 @@ class DeepLabV3PlusDecoder(HybridBlock):
             up = exact_upsample_fixed(F, x, self.low_level_size, self.factor)
         else:
             up = exact_upsample(F, x, low, self.factor)
+        # In bf16/fp16 (AMP, --dtype bf16) the resize is fp32 (AMP's fp32 lists) while the
+        # reduced features come from a low-precision conv; Concat needs one dtype, so cast both
+        # to the narrowest as the heads do (the identity in fp32; exports drop it).
+        up, low = F.amp_multicast(up, low, num_outputs=2, cast_narrow=True)
         return self.fuse(F.concat(up, low, dim=1))

@@ -10,13 +10,24 @@ from mxnet.gluon import nn
 from mxnet.gluon.nn import HybridBlock
 
 from .decoder import LOW_LEVEL_STRIDE, DeepLabV3PlusDecoder
-from .heads import ASPP, ASPP_RATES, FCNHead, VortexPooling, vortex_kernels_for
+from .heads import (
+    ASPP,
+    ASPP_RATES,
+    CLASSIFIER_INIT,
+    FCNHead,
+    VortexPooling,
+    vortex_kernels_for,
+)
 from .pretrained import resolve_pretrained
-from .resnet_v2 import DEFAULT_MULTI_GRID, KAIMING_INIT, build_backbone, canonical_backbone_name
+from .resnet_v2 import (
+    DEFAULT_MULTI_GRID,
+    KAIMING_INIT,
+    build_backbone,
+    canonical_backbone_name,
+    check_output_stride,
+)
 from .upsample import exact_upsample, exact_upsample_fixed
 
-# Small logits at the start: Kaiming fan-out on a few output channels gives logits of +-70.
-CLASSIFIER_INIT = mx.init.Normal(0.01)
 # The seed project's --aspp_or_vortex values.
 HEAD_ALIASES = {1: "aspp", 2: "vortex", "1": "aspp", "2": "vortex"}
 # Vortex kernels of every output stride before they scaled with it (checkpoints without
@@ -156,8 +167,7 @@ def build_model(num_classes: int = 21, backbone: str = "resnet50_v2",
             or num_classes < 1:
         raise ValueError(f"num_classes must be an integer >= 1, got {num_classes!r}")
     num_classes = int(num_classes)
-    if not isinstance(output_stride, (int, np.integer)) or output_stride not in (8, 16, 32):
-        raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
+    output_stride = check_output_stride(output_stride)
     backbone = canonical_backbone_name(backbone)
     head = canonical_head_name(head)
     if (aspp_rates and head != "aspp") or (vortex_kernels and head != "vortex"):

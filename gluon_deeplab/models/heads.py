@@ -19,6 +19,9 @@ ASPP_RATES = {16: (6, 12, 18), 8: (12, 24, 36), 32: (3, 6, 9)}
 # are for output stride 16; other strides scale them (see vortex_kernels_for).
 VORTEX_KERNELS = (3, 9, 27)
 PROJECT_DROPOUT = 0.5
+# The 1x1 classifiers (main and auxiliary head). Small logits at the start: Kaiming fan-out on a
+# few output channels gives logits of +-70.
+CLASSIFIER_INIT = mx.init.Normal(0.01)
 # Vortex pools of at least this size average rows with a k x 1 pool and columns with a band
 # matrix (see window_mean). Below it the padding (k // 2 <= 6) stays within what oneDNN's pooling
 # kernel handles on every x86 ISA, forward and backward.
@@ -203,7 +206,7 @@ class FCNHead(HybridBlock):
             self.block = conv_bn_relu(in_channels, in_channels // 4, 3, 1, norm_layer, norm_kwargs)
             self.dropout = nn.Dropout(dropout)
             self.classifier = nn.Conv2D(num_classes, 1, in_channels=in_channels // 4,
-                                        weight_initializer=mx.init.Normal(0.01))
+                                        weight_initializer=CLASSIFIER_INIT)
 
     def hybrid_forward(self, F, x):
         return self.classifier(self.dropout(self.block(x)))

@@ -14,6 +14,7 @@ from typing import Optional
 
 import mxnet as mx
 
+from ..errors import error_line
 from ..http import DEFAULT_TIMEOUT_S, requests_timeout, unresolved_host
 from .resnet_v2 import canonical_backbone_name
 
@@ -40,11 +41,6 @@ def imagenet_file(backbone: str) -> str:
 
     name = canonical_backbone_name(backbone)
     return os.path.join(model_store_root(), f"{name}-{model_store.short_hash(name)}.params")
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0] if text else ''}"[:200]
 
 
 def resolve_pretrained(spec: Optional[str], backbone: str,
@@ -83,7 +79,7 @@ def resolve_pretrained(spec: Optional[str], backbone: str,
     except Exception as err:  # offline, HTTP error, time-out, bad checksum, unwritable folder
         raise PretrainedUnavailable(
             f"ImageNet weights of {name} not available: {path} is missing and the download "
-            f"from {repo} failed ({_first_line(err)}); put the model zoo file "
+            f"from {repo} failed ({error_line(err, with_type=True)}); put the model zoo file "
             f"{os.path.basename(path)} into {os.path.dirname(path)} (or set MXNET_HOME), "
             f"give a file with --pre_trained_model PATH, or pass --pre_trained_model none "
             f"to train from scratch") from None

@@ -12,9 +12,11 @@ import os
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import mxnet as mx
+import numpy as np
 from mxnet.gluon import nn
 from mxnet.gluon.nn import HybridBlock
 
+from ..errors import error_line
 from ..params import assign_parameters
 
 # name -> (block kind, units per stage, channels [stem, stage1..4])
@@ -41,6 +43,10 @@ STAGE_STRIDES_AND_DILATIONS = {
     16: ((1, 2, 2, 1), (1, 1, 1, 2)),
     8: ((1, 2, 1, 1), (1, 1, 2, 4)),
 }
+# What the model blocks build (OS 32: the model zoo network) ...
+MODEL_OUTPUT_STRIDES = (8, 16, 32)
+# ... and what the scripts offer (--output_stride of train, eval, predict, export, bench).
+OUTPUT_STRIDES = (8, 16)
 DEFAULT_MULTI_GRID = (1, 2, 4)
 # Keys of the model zoo classifier, present in ImageNet files but not part of the backbone.
 CLASSIFIER_KEYS = ("output.weight", "output.bias")
@@ -54,6 +60,16 @@ def canonical_backbone_name(name: str) -> str:
         choices = ", ".join(sorted(RESNET_V2_SPECS) + sorted(BACKBONE_ALIASES))
         raise ValueError(f"unknown backbone {name!r}; expected one of: {choices}")
     return name
+
+
+def check_output_stride(value: object, allowed: Sequence[int] = MODEL_OUTPUT_STRIDES,
+                        name: str = "output_stride") -> int:
+    """``value`` as an int if it is one of ``allowed``, else a ValueError naming ``name``."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) \
+            or value not in allowed:
+        choices = ", ".join(str(s) for s in allowed[:-1]) + f" or {allowed[-1]}"
+        raise ValueError(f"{name} must be {choices}, got {value!r}")
+    return int(value)
 
 
 def _conv3x3(channels: int, stride: int, dilation: int, in_channels: int) -> nn.Conv2D:
@@ -148,8 +164,7 @@ class ResNetV2Backbone(HybridBlock):
                  norm_layer=nn.BatchNorm, norm_kwargs: Optional[dict] = None, **kwargs):
         super().__init__(**kwargs)
         name = canonical_backbone_name(name)
-        if output_stride not in STAGE_STRIDES_AND_DILATIONS:
-            raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
+        check_output_stride(output_stride)
         kind, layers, channels = RESNET_V2_SPECS[name]
         block = BasicBlockV2 if kind == "basic" else BottleneckV2
         strides, dilations = STAGE_STRIDES_AND_DILATIONS[output_stride]
@@ -223,7 +238,7 @@ def load_pretrained_backbone(backbone: ResNetV2Backbone, path: str) -> None:
         loaded = mx.nd.load(path)
     except mx.base.MXNetError as err:
         raise ValueError(f"{path}: not an MXNet parameter file "
-                         f"({str(err).strip().splitlines()[0]})") from None
+                         f"({error_line(err)})") from None
     if not isinstance(loaded, dict):
         raise ValueError(f"{path}: expected named arrays (save_parameters), found a list")
     assign_parameters(backbone, loaded, f"pretrained file {path} ({backbone.backbone_name})",

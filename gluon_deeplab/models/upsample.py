@@ -1,4 +1,4 @@
-"""Pixel-exact upsampling of a strided feature grid (the rule in REFERENCE.md, "pixel geometry").
+"""Pixel-exact upsampling of a strided feature grid: cell j of stride s stays on pixel ``s * j``.
 
 With "same" padding, cell j of a stride-``s`` grid is centred on pixel ``s * j`` of the finer
 grid, so output pixel y must read cell y / s. Bilinear resizing with corners aligned from h
@@ -66,3 +66,23 @@ def padded_size(size: int, stride: int) -> int:
     """The smallest ``stride * k + 1 >= size``: an image padded to it puts its last feature
     cell on its last pixel, so no pixel is extrapolated (official DeepLab's 513)."""
     return stride * max(0, -(-(size - 1) // stride)) + 1
+
+
+BUCKET_STEP = 128
+
+
+def bucket_size(size: int, stride: int, step: int = BUCKET_STEP) -> int:
+    """The size an evaluation input of ``size`` pixels is padded to: a ``stride * k + 1`` from
+    a short fixed ladder, so a run sees few input shapes (each new one re-plans the cached graph
+    and, on GPUs, re-runs cuDNN autotune and keeps buffers of its own size). At stride 16:
+    17, 33, 65, 129, then every ``step``: 257, 385, 513 (VOC), 641, 769, ... ``>=``
+    :func:`padded_size`, so the last feature cell still lies inside the padded input."""
+    cells = -(-(size - 1) // stride)  # padded_size's k
+    step_cells = max(1, step // stride)
+    if cells <= 1:
+        return padded_size(size, stride)
+    if cells <= step_cells:
+        cells = 1 << (cells - 1).bit_length()  # next power of two
+    else:
+        cells = -(-cells // step_cells) * step_cells
+    return stride * cells + 1

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from ..devices import resolve_contexts
 from .bench import benchmark_training
-from .checkpoints import latest_checkpoint, list_checkpoints, prune_checkpoints
 from .cli import build_parser, main
 from .config import TrainConfig
 from .errors import TrainingDiverged, TrainingError
 from .loss import SegmentationLoss, count_valid_pixels, pixel_cross_entropy_sum
 from .optim import configure_parameter_groups, make_trainer
+from .run_folder import latest_checkpoint, list_checkpoints, prune_checkpoints
 from .schedule import poly_lr
 from .step import forward_backward, split_batch
 from .trainer import iterations_for_epochs, step_seed, train

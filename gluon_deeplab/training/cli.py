@@ -1,7 +1,8 @@
 """Command line of the trainer (``gluon-deeplab-train``, ``scripts/train.py``): the seed's flags.
 
-Every flag is a field of :class:`.config.TrainConfig` with the same name; the defaults shown
-here are the dataclass's.
+Every flag is a field of :class:`.config.TrainConfig` with the same name and default. Fields
+whose default depends on other flags hold None there; their help names the default
+(``--max_iter`` and ``--aux_weight`` from the config's DEFAULT_MAX_ITER / DEFAULT_AUX_WEIGHT).
 """
 
 from __future__ import annotations
@@ -10,9 +11,12 @@ import argparse
 import sys
 from typing import List, Optional
 
+from ..cli_help import DefaultsHelpFormatter
 from ..data import DATASET_CHOICES, DATASET_NAMES
+from ..data.datasets import add_folder_arguments
 from ..devices import resolve_contexts
-from .config import TrainConfig
+from ..models import OUTPUT_STRIDES
+from .config import DEFAULT_AUX_WEIGHT, DEFAULT_MAX_ITER, TrainConfig
 from .mixed_precision import amp_dtype
 from .trainer import TrainingError, train
 
@@ -39,32 +43,20 @@ def _non_negative_int(value: str) -> int:
     return number
 
 
-class _DefaultsHelpFormatter(argparse.HelpFormatter):
-    """Appends "(default: X)" to a flag's help unless the help already says its default or
-    there is none to show (None, a switch that is off)."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        text, default = action.help or "", action.default
-        if ("default" in text or default is None or default is False or default == ""
-                or default is argparse.SUPPRESS):
-            return text
-        return text + " (default: %(default)s)"
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The trainer's flags (names of the seed project where it had them)."""
     p = argparse.ArgumentParser(
         prog="gluon-deeplab-train",
         description="Train DeepLabV3 (ResNet-v2 + ASPP or Vortex pooling) for a number of "
                     "iterations with the poly learning-rate schedule.",
-        formatter_class=_DefaultsHelpFormatter)
+        formatter_class=DefaultsHelpFormatter)
     g = p.add_argument_group("model")
     g.add_argument("--base_architecture", default=D.base_architecture,
                    help="backbone: resnet18_v2 .. resnet152_v2, or the seed's resnet_v2_50 / "
                         "resnet_v2_101 spellings")
     g.add_argument("--aspp_or_vortex", type=int, choices=(1, 2), default=D.aspp_or_vortex,
                    help="head: 1 = ASPP, 2 = Vortex pooling")
-    g.add_argument("--output_stride", type=int, choices=(8, 16), default=D.output_stride,
+    g.add_argument("--output_stride", type=int, choices=OUTPUT_STRIDES, default=D.output_stride,
                    help="input size / feature size of the backbone")
     g.add_argument("--freeze_batch_norm", type=_bool01, default=D.freeze_batch_norm,
                    help="1: every BatchNorm uses its running statistics and is not trained "
@@ -84,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--aux", action="store_true",
                    help="add the auxiliary FCN head on stage 3 (training only)")
     g.add_argument("--aux_weight", type=float, default=D.aux_weight,
-                   help="weight of the auxiliary loss (needs --aux; default 0.4)")
+                   help=f"weight of the auxiliary loss (needs --aux; default {DEFAULT_AUX_WEIGHT})")
     g.add_argument("--num_classes", type=int, default=D.num_classes,
                    help="number of classes (default: the dataset's)")
     g.add_argument("--hybridize", type=_bool01, default=D.hybridize,
@@ -113,11 +105,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--ignore_label", type=int, default=D.ignore_label,
                    help="label value of unlabelled pixels in the dataset's label files")
     g.add_argument("--num_workers", type=_non_negative_int, default=D.num_workers,
-                   help="data loading processes (0: in the training process)")
+                   help="data loading processes (0: in the training process; default: 4 per "
+                        "device, at most the CPU count)")
+    add_folder_arguments(g)
 
     g = p.add_argument_group("schedule")
     g.add_argument("--max_iter", type=_positive_int, default=D.max_iter,
-                   help="number of optimizer steps (default 30000)")
+                   help=f"number of optimizer steps (default {DEFAULT_MAX_ITER})")
     g.add_argument("--train_epochs", type=float, default=D.train_epochs,
                    help="alternative to --max_iter: passes over the training set, converted "
                         "to iterations (ceil(epochs x images / global batch))")
@@ -164,6 +158,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--log_interval", type=_positive_int, default=D.log_interval,
                    help="write mean loss, lr and it/s to log.jsonl every N iterations")
     g.add_argument("--progress", type=_bool01, default=D.progress, help="1: show a progress bar")
+    g.add_argument("--tensorboard", action="store_true", default=D.tensorboard,
+                   help="write TensorBoard event files to OUTPUT_DIR/tensorboard/ (default: on "
+                        "where the tensorboard extra is installed: pip install -e "
+                        ".[tensorboard])")
+    g.add_argument("--no_tensorboard", dest="tensorboard", action="store_false",
+                   help="write no TensorBoard event files (the default writes them)")
     return p
 
 

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 from ..data import canonical_dataset_name, default_data_dir
-from ..models import canonical_backbone_name
+from ..data.datasets import FOLDER_LAYOUT
+from ..models import OUTPUT_STRIDES, canonical_backbone_name, check_output_stride
 
 NO_RESUME = ("", "-1", "none")
 DEFAULT_MAX_ITER = 30000
@@ -50,7 +51,10 @@ class TrainConfig:
     val_data_dir: Optional[str] = None
     crop_size: int = 513
     ignore_label: int = 255
-    num_workers: int = 4
+    num_workers: Optional[int] = None  # None: default_num_workers(number of devices)
+    image_dir: Optional[str] = None  # --dataset folder: None = FOLDER_LAYOUT's
+    label_dir: Optional[str] = None
+    list_file: Optional[str] = None
     # schedule
     max_iter: Optional[int] = None
     train_epochs: Optional[float] = None
@@ -74,6 +78,7 @@ class TrainConfig:
     val_interval: int = 1000
     log_interval: int = 10
     progress: int = 1
+    tensorboard: bool = True  # on where tensorboardX is installed
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> TrainConfig:
@@ -94,7 +99,7 @@ class TrainConfig:
         self.dataset = canonical_dataset_name(self.dataset)
         if self.val_dataset:
             self.val_dataset = canonical_dataset_name(self.val_dataset)
-        _check_choice("output_stride", self.output_stride, (8, 16))
+        check_output_stride(self.output_stride, OUTPUT_STRIDES, "--output_stride")
         _check_choice("aspp_or_vortex", self.aspp_or_vortex, (1, 2), "1 (ASPP) or 2 (Vortex)")
         for name in ("freeze_batch_norm", "hybridize", "progress"):
             _check_choice(name, getattr(self, name), (0, 1))
@@ -102,11 +107,13 @@ class TrainConfig:
                      "log_interval"):
             _check_int(name, getattr(self, name), 1)
         for name in ("num_workers", "cpu_devices", "val_interval"):
-            _check_int(name, getattr(self, name), 0)
+            if name != "num_workers" or self.num_workers is not None:
+                _check_int(name, getattr(self, name), 0)
         if self.resume is not None and str(self.resume).strip().lower() in NO_RESUME:
             self.resume = None
         self._check_length()
         self._check_aux()
+        self._check_folder_options()
         if str(self.pre_trained_model or "none").lower() != "none" and self.init_checkpoint:
             raise ValueError("--pre_trained_model and --init_checkpoint both set the starting "
                              "weights; give one")
@@ -153,6 +160,23 @@ class TrainConfig:
             self.aux_weight = DEFAULT_AUX_WEIGHT
         if self.aux_weight is not None:
             _check_float("aux_weight", self.aux_weight, at_least=0.0)
+
+    def folder_options(self) -> Dict[str, str]:
+        """The folder layout's settings that were given (image_dir, label_dir, list_file)."""
+        return {name: getattr(self, name) for name in FOLDER_LAYOUT
+                if getattr(self, name) is not None}
+
+    def _check_folder_options(self) -> None:
+        given = self.folder_options()
+        if given and "folder" not in (self.dataset, self.val_dataset):
+            raise ValueError(f"--{next(iter(given))} is an option of --dataset folder, not of "
+                             f"--dataset {self.dataset}")
+        list_file = given.get("list_file", "{split}")
+        if "{split}" not in list_file and self.val_interval > 0 and self.dataset == "folder" \
+                and self.val_dataset in (None, "folder") and not self.val_data_dir:
+            raise ValueError(f"--list_file {list_file} would be the list of both the training "
+                             "and the validation split; write {split} where the split's name "
+                             "goes (e.g. lists/{split}.txt), or pass --val_interval 0")
 
     def _check_optimizer(self) -> None:
         _check_float("initial_learning_rate", self.initial_learning_rate, above=0.0)

@@ -46,9 +46,8 @@ def describe_amp(dtype: str, ctxs: Sequence[mx.Context]) -> str:
     if dtype == "float16":
         return f"AMP: float16 with dynamic loss scaling on {devices} (weights and loss fp32)"
     support = precision.bf16_support()
-    emulated = "" if support.native else (" - emulated: this CPU has no avx512_bf16/amx_bf16, "
-                                          "so AMP is likely slower than fp32 here")
-    return f"AMP: bfloat16 on {devices} (weights and loss fp32){emulated}"
+    where = " on AMX" if support.fast else f" - slower than fp32: {support.reason}"
+    return f"AMP: bfloat16 on {devices} (weights and loss fp32){where}"
 
 
 def init_amp(ctxs: Sequence[mx.Context]) -> str:

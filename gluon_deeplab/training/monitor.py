@@ -1,12 +1,21 @@
-"""Training records: a JSON-lines log of every figure and a loss / mIoU curves image."""
+"""Training records: a JSON-lines log of every figure, its TensorBoard mirror, and a
+loss / mIoU curves image."""
 
 from __future__ import annotations
 
 import json
 import os
-from typing import Any, Dict, List
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+
+import numpy as np
 
 from ..checkpoint import atomic_write
+from ..evaluation.inference import denormalize, predict_probabilities_nd
+from ..evaluation.visualize import panel
+from ..tensorboard import EventWriter, event_files, metric_scalars, tensorboard_missing
+
+TENSORBOARD_DIR = "tensorboard"
+NUM_PANELS = 4  # val images shown as image | label | prediction at each validation
 
 
 class JsonlLog:
@@ -43,6 +52,106 @@ class JsonlLog:
                 f.writelines(json.dumps(r, default=float) + "\n" for r in kept)
 
         atomic_write(self.path, write)
+
+
+class TrainingBoard:
+    """The run's records as TensorBoard tracks in ``folder`` (OUTPUT_DIR/tensorboard/), with
+    the image | label | prediction panels of the first val images at each validation."""
+
+    def __init__(self, folder: str, net: Any = None, val_set: Any = None):
+        self.folder, self.net, self.val_set = folder, net, val_set
+        self.writer: Optional[EventWriter] = None
+        self.images_per_step = 1
+
+    def write(self, record: Dict[str, Any]) -> None:
+        kind, step = record.get("kind"), int(record.get("iteration", 0))
+        if kind == "start":
+            self._open(record)
+        elif self.writer is None:
+            return
+        elif kind == "train":
+            scalars = {"train/loss": record["loss"], "train/lr": record["lr"],
+                       "train/images_per_second": record["it_per_s"] * self.images_per_step}
+            if "loss_scale" in record:
+                scalars["train/amp_loss_scale"] = record["loss_scale"]
+            self.writer.scalars(scalars, step)
+        elif kind == "val":
+            ious = record["per_class_iou"]
+            classes = getattr(self.val_set, "classes", None) or [str(k) for k in range(len(ious))]
+            self.writer.scalars(metric_scalars("val", record, dict(zip(classes, ious))), step)
+            for index, picture in self._panels():
+                self.writer.image(f"val/panel/{index}", picture, step)
+
+    def _open(self, record: Dict[str, Any]) -> None:
+        """A new event file. A fresh run's replaces those of a run that saved no checkpoint
+        (as ``log.jsonl`` is replaced) and starts with the configuration; a resumed run's
+        restarts the session after its checkpoint, which drops what the killed run logged
+        later (as ``log.jsonl`` is truncated)."""
+        self.images_per_step = record["args"]["batch_size"] * record.get("workers", 1)
+        start = int(record["iteration"])
+        if start:
+            self.writer = EventWriter(self.folder, session_start=start + 1)
+            return
+        stale = event_files(self.folder)
+        for name in stale:
+            os.remove(os.path.join(self.folder, name))
+        if stale:
+            print(f"removed {len(stale)} event file(s) from {self.folder}: left by a run that "
+                  "saved no checkpoint", flush=True)
+        self.writer = EventWriter(self.folder, session_start=0)
+        self.writer.text("config", config_markdown(record), 0)
+
+    def _panels(self) -> Iterator[Tuple[int, np.ndarray]]:
+        if self.net is None or self.val_set is None:
+            return
+        ctx = next(iter(self.net.collect_params().values())).list_ctx()[0]
+        for index in range(min(NUM_PANELS, len(self.val_set))):
+            image, label = self.val_set[index]
+            prediction = predict_probabilities_nd(self.net, image, ctx).argmax(axis=0)
+            label = label.asnumpy()
+            label = np.where(label == self.val_set.ignore_label, 255, label)
+            yield index, panel(denormalize(image), prediction.asnumpy(), label)
+
+
+def config_markdown(record: Dict[str, Any]) -> str:
+    """A run's start record as a Markdown table: the run (id, devices, length), then every
+    setting."""
+    rows = [(k, v) for k, v in record.items() if k not in ("kind", "iteration", "args")]
+    rows += list(record.get("args", {}).items())
+    lines = ["| setting | value |", "| --- | --- |"]
+    lines += [f"| {name} | `{json.dumps(value, default=str)}` |" for name, value in rows]
+    return "\n".join(lines)
+
+
+class RunLog(JsonlLog):
+    """``log.jsonl``, each record also sent to a :class:`TrainingBoard` when one is given. A
+    train record of an AMP run carries the dynamic loss scale (``loss_scale``)."""
+
+    def __init__(self, path: str, board: Optional[TrainingBoard] = None, trainer: Any = None):
+        super().__init__(path)
+        self.board, self.trainer = board, trainer
+
+    def write(self, record: Dict[str, Any]) -> None:
+        scaler = getattr(self.trainer, "_amp_loss_scaler", None)
+        if scaler is not None and record.get("kind") == "train":
+            record = dict(record, loss_scale=float(scaler.loss_scale))
+        super().write(record)
+        if self.board is not None:
+            self.board.write(record)
+
+
+def open_run_log(out: str, name: str, tensorboard: bool, net: Any = None, trainer: Any = None,
+                 val_set: Any = None) -> RunLog:
+    """The log ``out/name``; with ``tensorboard`` (the flag, on the chief) mirrored into
+    ``out/tensorboard/``, or one line saying how to install the writer when it is missing."""
+    board = None
+    if tensorboard:
+        missing = tensorboard_missing()
+        if missing:
+            print(missing, flush=True)
+        else:
+            board = TrainingBoard(os.path.join(out, TENSORBOARD_DIR), net, val_set)
+    return RunLog(os.path.join(out, name), board, trainer)
 
 
 def plot_curves(records: List[Dict[str, Any]], path: str) -> None:

@@ -9,6 +9,7 @@ from typing import List, Optional, Sequence
 import mxnet as mx
 from mxnet import autograd
 
+from ..data import normalize_batch
 from .loss import SegmentationLoss, count_valid_pixels
 
 
@@ -59,7 +60,7 @@ def forward_backward(net: mx.gluon.Block, loss_fn: SegmentationLoss, images: mx.
             autograd.backward(scaled)
 
     normalizer = count_valid_pixels([labels], loss_fn.ignore_label)  # host copy, before splitting
-    parts = split_batch(images, ctxs)
+    parts = [normalize_batch(p) for p in split_batch(images, ctxs)]  # uint8 -> float on device
     targets = split_batch(labels, ctxs)
     losses: List[mx.nd.NDArray] = [None] * len(parts)
     errors: List[BaseException] = []

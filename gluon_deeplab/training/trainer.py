@@ -20,7 +20,13 @@ from ..checkpoint import (
     restore_trainer_states,
     save_checkpoint,
 )
-from ..data import DataError, explain_data_error, make_dataloader, train_val_datasets
+from ..data import (
+    DataError,
+    default_num_workers,
+    explain_data_error,
+    make_dataloader,
+    train_val_datasets,
+)
 from ..devices import resolve_contexts
 from ..evaluation import evaluate
 from ..models import (
@@ -30,7 +36,14 @@ from ..models import (
     recorded_head_settings,
     resolve_pretrained,
 )
-from .checkpoints import (
+from .config import TrainConfig, as_config
+from .errors import TrainingDiverged, TrainingError
+from .lock import FolderLock
+from .loss import SegmentationLoss
+from .mixed_precision import describe_amp, init_amp, init_amp_trainer
+from .monitor import open_run_log, plot_curves
+from .optim import make_trainer
+from .run_folder import (
     BEST,
     FINAL,
     RUN_ID,
@@ -42,13 +55,6 @@ from .checkpoints import (
     run_id_of,
     same_run,
 )
-from .config import TrainConfig, as_config
-from .errors import TrainingDiverged, TrainingError
-from .lock import FolderLock
-from .loss import SegmentationLoss
-from .mixed_precision import describe_amp, init_amp, init_amp_trainer
-from .monitor import JsonlLog, plot_curves
-from .optim import make_trainer
 from .schedule import poly_lr
 from .step import (
     RunningStatsSync,
@@ -141,7 +147,8 @@ def _datasets(args: TrainConfig):
             args.dataset, args.data_dir, args.train_split,
             args.val_split if args.val_interval > 0 else None, val_dataset=args.val_dataset,
             val_data_dir=args.val_data_dir, crop_size=args.crop_size,
-            num_classes=args.num_classes, ignore_label=args.ignore_label)
+            num_classes=args.num_classes, ignore_label=args.ignore_label,
+            folder_options=args.folder_options())
     except DataError as err:
         raise explain_data_error(err, "train.py", defaults, args.dataset,
                                  args.data_dir) from None
@@ -179,6 +186,16 @@ def iterations_for_epochs(epochs: float, num_samples: int, batch_size: int,
                           num_workers: int = 1) -> int:
     """Optimizer steps that show every training sample ``epochs`` times."""
     return max(1, math.ceil(epochs * num_samples / (batch_size * num_workers)))
+
+
+def _loader_workers(args: TrainConfig, num_devices: int, say) -> int:
+    """--num_workers, or by default 4 per device (at most the CPU count), said once."""
+    if args.num_workers is not None:
+        return args.num_workers
+    count = default_num_workers(num_devices)
+    say(f"data loading: {count} worker processes (4 per device, at most the CPU count; "
+        "--num_workers sets it)")
+    return count
 
 
 def _metrics_record(metrics: Dict[str, Any], iteration: int) -> Dict[str, Any]:
@@ -268,7 +285,7 @@ def _train(args: TrainConfig, ctxs, dist: _Distributed,
     sync_running_stats = RunningStatsSync(
         net, dist.kvstore if dist.num_workers > 1 else None, dist.num_workers)
     loss_fn = SegmentationLoss(train_set.ignore_label, args.aux_weight if args.aux else 0.0)
-    log = JsonlLog(os.path.join(out, LOG_FILE))
+    log = open_run_log(out, LOG_FILE, args.tensorboard and dist.chief, net, trainer, val_set)
     if dist.chief:
         if resume_path:
             log.truncate_after(start)
@@ -312,7 +329,8 @@ def _train(args: TrainConfig, ctxs, dist: _Distributed,
     if not trained:
         say(f"{resume_path} is at iteration {start} >= --max_iter {max_iter}: nothing to do")
     else:
-        loader = make_dataloader(train_set, args.batch_size, num_workers=args.num_workers,
+        loader = make_dataloader(train_set, args.batch_size,
+                                 num_workers=_loader_workers(args, len(ctxs), say),
                                  seed=args.seed, start_iteration=start,
                                  num_iterations=max_iter - start,
                                  shard=(dist.rank, dist.num_workers))

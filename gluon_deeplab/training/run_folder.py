@@ -1,4 +1,4 @@
-"""The output folder's checkpoints: last K kept, best, final; finding the one to resume from."""
+"""The run folder: its checkpoints (last K kept, best, final), run ids, the one to resume from."""
 
 from __future__ import annotations
 
