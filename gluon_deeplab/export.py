@@ -1,9 +1,10 @@
 """Hybridized export (``PREFIX-symbol.json`` + ``PREFIX-0000.params``) and its loader.
 
-The exported graph resizes the logits "like" its input, so it accepts any H x W. Input: a
-float32 NCHW batch of RGB images in [0, 1] normalized with the model zoo mean/std. Reload
-without this package: ``mxnet.gluon.SymbolBlock.imports(PREFIX + '-symbol.json', ['data'],
-PREFIX + '-0000.params')``.
+The exported graph pads its input with the mean to the next ``output_stride * k + 1`` and
+crops the logits back, as ``predict.py`` does, so it accepts any H x W and gives predict.py's
+result. Input: a float32 NCHW batch of RGB images in [0, 1] normalized with the model zoo
+mean/std. Reload without this package: ``mxnet.gluon.SymbolBlock.imports(PREFIX +
+'-symbol.json', ['data'], PREFIX + '-0000.params')``.
 """
 
 from __future__ import annotations
@@ -17,9 +18,12 @@ import mxnet as mx
 from mxnet.gluon import HybridBlock, SymbolBlock
 
 from .errors import error_line
+from .models.upsample import pad_to_stride
 from .paths import check_writable
 
 EXPORT_PROBE_SIZE = (64, 64)
+# Meta key: the graph pads its input itself (exports written before it do not).
+PADS_INPUT = "pads_input"
 
 
 def exported_files(prefix: str) -> Tuple[str, str]:
@@ -43,14 +47,47 @@ def check_prefix(prefix: str) -> str:
     return prefix
 
 
+def self_padding_graph(symbol: mx.sym.Symbol, stride: int) -> mx.sym.Symbol:
+    """``symbol`` (one input 'data', one output) with inference's padding around it: the input
+    padded with the mean to ``stride * k + 1`` (:func:`~.models.upsample.pad_to_stride`), the
+    output cropped back to the input's H x W."""
+    if len(symbol.list_outputs()) != 1:
+        raise ValueError(f"expected a graph with one output, got {symbol.list_outputs()}")
+    data = mx.sym.var("data")
+    with mx.name.Prefix("pad_to_stride_"):
+        out = symbol(data=pad_to_stride(mx.sym, data, stride))
+        return mx.sym.slice_like(out, data, axes=(2, 3))
+
+
+def _save_graph(symbol: mx.sym.Symbol, params: Dict[str, Any], prefix: str,
+                remove_amp_cast: bool) -> Tuple[str, str]:
+    """Write ``symbol`` and the parameters it uses as ``HybridBlock.export`` does."""
+    files = exported_files(prefix)
+    os.makedirs(os.path.dirname(os.path.abspath(prefix)), exist_ok=True)
+    symbol.save(files[0], remove_amp_cast=remove_amp_cast)
+    args, aux = set(symbol.list_arguments()), set(symbol.list_auxiliary_states())
+    arrays = {("arg:" if name in args else "aux:") + name: param._reduce()
+              for name, param in params.items() if name in args or name in aux}
+    mx.nd.save(files[1], arrays)
+    return files
+
+
+def _graph(block: HybridBlock, stride: Optional[int]) -> mx.sym.Symbol:
+    """The traced graph of ``block``, padding its input itself when ``stride`` is given."""
+    symbol = block._cached_graph[1]
+    return self_padding_graph(symbol, stride) if stride else symbol
+
+
 def export_model(net: HybridBlock, prefix: str, overwrite: bool = False,
-                 probe_size: Tuple[int, int] = EXPORT_PROBE_SIZE) -> Tuple[str, str]:
+                 probe_size: Tuple[int, int] = EXPORT_PROBE_SIZE,
+                 self_padding: bool = True) -> Tuple[str, str]:
     """Hybridize ``net``, trace it once and write its symbol and parameters under ``prefix``.
 
-    A model that knows its output stride also gets ``PREFIX-meta.json`` with it (and its
-    class count), so that inference on the export pads images like on the model itself
-    (``gluon_deeplab.deploy`` writes the full record). Existing files are kept unless
-    ``overwrite``; returns the symbol and parameter file paths.
+    A model that knows its output stride gets the padding to ``stride * k + 1`` inside the
+    graph (unless ``self_padding`` is False: fixed-size graphs for ONNX) and
+    ``PREFIX-meta.json`` with its stride and class count (``gluon_deeplab.deploy`` writes the
+    full record). Existing files are kept unless ``overwrite``; returns the symbol and
+    parameter file paths.
     """
     files = exported_files(check_prefix(prefix))
     stride = getattr(net, "output_stride", None)
@@ -58,30 +95,26 @@ def export_model(net: HybridBlock, prefix: str, overwrite: bool = False,
                 if os.path.exists(f)]
     if existing and not overwrite:
         raise FileExistsError(f"{existing[0]} exists; choose another --output or pass overwrite")
-    os.makedirs(os.path.dirname(os.path.abspath(prefix)), exist_ok=True)
     ctx = next(iter(net.collect_params().values())).list_ctx()[0]
     net.hybridize()
     net(mx.nd.zeros((1, 3) + tuple(probe_size), ctx=ctx))
-    net.export(prefix, epoch=0, remove_amp_cast=True)
+    pad_stride = int(stride) if stride and self_padding else None
+    _save_graph(_graph(net, pad_stride), net.collect_params(), prefix, remove_amp_cast=True)
     if stride:
-        record = {"output_stride": int(stride), "num_classes": getattr(net, "num_classes", None)}
+        record = {"output_stride": int(stride), "num_classes": getattr(net, "num_classes", None),
+                  PADS_INPUT: bool(pad_stride)}
         with open(meta_path(prefix), "w", encoding="utf-8") as f:
             json.dump(record, f, indent=2)
     return files
 
 
-def export_converted(block: SymbolBlock, prefix: str) -> Tuple[str, str]:
+def export_converted(block: SymbolBlock, prefix: str,
+                     output_stride: Optional[int] = None) -> Tuple[str, str]:
     """Write a converted graph (e.g. bf16 from :func:`~gluon_deeplab.precision.to_bf16`) with
-    its casts and parameter dtypes as they are, without running it (this CPU may not)."""
-    files = exported_files(prefix)
-    os.makedirs(os.path.dirname(os.path.abspath(prefix)), exist_ok=True)
-    symbol = block._cached_graph[1]
-    symbol.save(files[0], remove_amp_cast=False)
-    args = set(symbol.list_arguments())
-    arrays = {("arg:" if name in args else "aux:") + name: param._reduce()
-              for name, param in block.collect_params().items()}
-    mx.nd.save(files[1], arrays)
-    return files
+    its casts and parameter dtypes as they are, without running it (this CPU may not); with
+    ``output_stride``, the graph pads its input itself (see :func:`export_model`)."""
+    return _save_graph(_graph(block, output_stride), block.collect_params(), prefix,
+                       remove_amp_cast=False)
 
 
 def load_exported(prefix: str, ctx: Optional[mx.Context] = None,
@@ -89,7 +122,10 @@ def load_exported(prefix: str, ctx: Optional[mx.Context] = None,
     """Load an export written by :func:`export_model` (or ``HybridBlock.export``).
 
     With a meta file beside it, the block gets its ``output_stride``, so that inference pads
-    images to the pixel-exact size as it does for a checkpoint's model. ``meta``: that file's
+    images (to their size bucket, :func:`~.models.upsample.bucket_size`) as it does for a
+    checkpoint's model. The graph of a newer export (meta ``pads_input``) pads too, to the
+    smallest ``output_stride * k + 1``: an input padded already passes it unchanged, so an
+    export is never padded twice and evaluates like its checkpoint. ``meta``: that file's
     record when the caller has read it already (:func:`read_meta`).
     """
     symbol_file, params_file = exported_files(prefix)

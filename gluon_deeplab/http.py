@@ -1,11 +1,15 @@
-"""A time-out for the downloads of MXNet's and GluonCV's helpers (they call ``requests.get``
-without one, so a stalled connection would hang a run forever)."""
+"""Downloads through MXNet's and GluonCV's helpers: a time-out (they call ``requests.get``
+without one, so a stalled connection would hang a run forever), and one quick check that the
+host resolves (offline, MXNet's helper would try five times, printing a long line each time)."""
 
 from __future__ import annotations
 
 import contextlib
+import socket
 import types
-from typing import Iterator
+import urllib.parse
+import urllib.request
+from typing import Iterator, Optional
 
 import requests
 
@@ -31,3 +35,18 @@ def requests_timeout(*modules: types.ModuleType,
     finally:
         for module, original in saved:
             module.requests = original
+
+
+def unresolved_host(url: str) -> Optional[str]:
+    """The host name of ``url`` if it does not resolve (offline, or a typo), else None.
+
+    One name lookup; None also where a proxy fetches ``url`` (it resolves the name itself).
+    """
+    parts = urllib.parse.urlsplit(url)
+    if not parts.hostname or urllib.request.getproxies().get(parts.scheme):
+        return None
+    try:
+        socket.getaddrinfo(parts.hostname, parts.port or None)
+    except (socket.gaierror, UnicodeError):
+        return parts.hostname
+    return None

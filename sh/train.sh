@@ -4,9 +4,13 @@
 #            (SyncBN by default where that leaves fewer than 4 images per GPU, e.g. 8 GPUs)
 #   phase 2: output stride 8, batch 8, lr 1e-3, BN frozen, 30K iterations,
 #            initialized from phase 1's final checkpoint.
-# Every setting can be overridden by an environment variable, e.g. a smoke run:
-#   MAX_ITER=50 DATASET=synthetic DATA_DIR=data/synthetic BACKBONE=resnet18_v2 CROP_SIZE=64 \
-#     sh sh/train.sh
+# With no variable set: voc_sbd train_aug (VOC 2012 + SBD) from gluoncv's root
+# ~/.mxnet/datasets/voc (what scripts/download_voc.py fills), validated on VOC 2012 val, backbone
+# from the ImageNet weights of MXNet's model store.
+# Every setting can be overridden by an environment variable, e.g. a smoke run on the data of
+# the quick start (sh sh/quickstart.sh):
+#   MAX_ITER=50 DATASET=synthetic DATA_DIR=runs/quickstart/data BACKBONE=resnet18_v2 \
+#     CROP_SIZE=64 BATCH_SIZE_1=4 BATCH_SIZE_2=4 OUTPUT_DIR=runs/smoke sh sh/train.sh
 # Extra arguments are passed to both phases (e.g. --num_workers 8). An interrupted phase is
 # continued by running the script again (RESUME=auto, the default).
 set -eu
@@ -15,11 +19,11 @@ cd "$(dirname "$0")/.."
 if [ -z "${PYTHON:-}" ]; then
     if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
 fi
-DATASET=${DATASET:-voc_aug}
-DATA_DIR=${DATA_DIR:-./VOCdevkit_aug}
-TRAIN_SPLIT=${TRAIN_SPLIT:-}
+DATASET=${DATASET:-voc_sbd}
+DATA_DIR=${DATA_DIR:-}               # empty: train.py's default (gluoncv's root for voc, voc_sbd)
+TRAIN_SPLIT=${TRAIN_SPLIT:-}         # empty: train_aug for voc_sbd and voc_aug, else train
 VAL_SPLIT=${VAL_SPLIT:-val}
-VAL_DATASET=${VAL_DATASET:-}         # e.g. voc: validate vocaug train_aug on VOC 2012 val
+VAL_DATASET=${VAL_DATASET:-}         # empty: voc (VOC 2012 val) for voc_sbd, else DATASET
 VAL_DATA_DIR=${VAL_DATA_DIR:-}
 BACKBONE=${BACKBONE:-resnet_v2_50}
 HEAD=${HEAD:-1}                      # 1 = ASPP, 2 = Vortex pooling
@@ -45,11 +49,12 @@ NUM_WORKERS=${NUM_WORKERS:-}               # empty: 4 per device, at most the CP
 RESUME=${RESUME:-auto}
 AMP=${AMP:-0}                        # 1: mixed precision (float16 on GPUs, bf16 on bf16 CPUs)
 
-set -- --dataset "$DATASET" --data_dir "$DATA_DIR" --val_split "$VAL_SPLIT" \
+set -- --dataset "$DATASET" --val_split "$VAL_SPLIT" \
     --base_architecture "$BACKBONE" --aspp_or_vortex "$HEAD" --crop_size "$CROP_SIZE" \
     --gpus "$GPUS" --weight_decay "$WEIGHT_DECAY" --val_interval "$VAL_INTERVAL" \
     --checkpoint_interval "$CHECKPOINT_INTERVAL" --resume "$RESUME" "$@"
 if [ -n "$NUM_WORKERS" ]; then set -- --num_workers "$NUM_WORKERS" "$@"; fi
+if [ -n "$DATA_DIR" ]; then set -- --data_dir "$DATA_DIR" "$@"; fi
 if [ -n "$TRAIN_SPLIT" ]; then set -- --train_split "$TRAIN_SPLIT" "$@"; fi
 if [ -n "$VAL_DATASET" ]; then set -- --val_dataset "$VAL_DATASET" "$@"; fi
 if [ -n "$VAL_DATA_DIR" ]; then set -- --val_data_dir "$VAL_DATA_DIR" "$@"; fi

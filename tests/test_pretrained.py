@@ -14,6 +14,7 @@ import pytest
 from mxnet.gluon.model_zoo import model_store
 
 import gluon_deeplab as gd
+from gluon_deeplab.data import make_synthetic_dataset
 from gluon_deeplab.models import (
     PretrainedUnavailable,
     default_pretrained,
@@ -106,10 +107,38 @@ def test_offline_imagenet_is_a_one_line_error_naming_the_file_and_the_way_out(
     assert expected in message and str(tmp_path / "home" / "models") in message
     assert "--pre_trained_model none" in message and "\n" not in message
     capsys.readouterr()
-    # The trainer: imagenet is the default for a real dataset; it stops before reading data.
-    code = train_main(["--dataset", "voc", "--data_dir", str(tmp_path / "no_voc"),
+    # The trainer: imagenet is the default for a real dataset; it stops before training.
+    voc = tmp_path / "voc"
+    make_synthetic_dataset(str(voc), num_train=2, num_val=1, size=(16, 16), num_classes=21)
+    code = train_main(["--dataset", "voc", "--data_dir", str(voc),
                        "--base_architecture", "resnet18_v2",
                        "--output_dir", str(tmp_path / "run"), "--progress", "0"])
     err_lines = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and len(err_lines) == 1 and "Traceback" not in err_lines[0]
     assert expected in err_lines[0] and "--pre_trained_model none" in err_lines[0]
+
+
+def test_unresolvable_model_store_host_is_tried_once_and_said_in_one_line(
+        tmp_path, monkeypatch, capfd):
+    monkeypatch.setenv("MXNET_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("MXNET_GLUON_REPO", "http://nonexistent.invalid/")
+    monkeypatch.delenv("http_proxy", raising=False)
+    monkeypatch.delenv("HTTP_PROXY", raising=False)
+    with pytest.raises(PretrainedUnavailable) as err:
+        resolve_pretrained("imagenet", "resnet18_v2")
+    message = str(err.value)
+    assert "host nonexistent.invalid does not resolve" in message and "\n" not in message
+    out, errors = capfd.readouterr()
+    assert out == "" and errors == ""  # no "Downloading ..." / "download failed" lines
+
+
+def test_failed_download_from_a_resolvable_host_prints_one_line_not_each_retry(
+        tmp_path, monkeypatch, capfd, local_http_server):
+    base, _, server = local_http_server  # serves nothing: every attempt is a 404
+    monkeypatch.setenv("MXNET_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("MXNET_GLUON_REPO", base)
+    with pytest.raises(PretrainedUnavailable, match="Failed downloading url"):
+        resolve_pretrained("imagenet", "resnet18_v2")
+    out = capfd.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and out[0].startswith("downloading the ImageNet weights of resnet18_v2")
+    assert len(server.requests) >= 1

@@ -170,7 +170,9 @@ def test_trainer_chooses_best_on_the_validation_dataset_and_refuses_overlap(
     common = ["--dataset", "vocaug", "--data_dir", gluoncv_root, "--train_split", "train_aug",
               "--base_architecture", "resnet18_v2", "--pre_trained_model", "none",
               "--batch_size", "2", "--crop_size", "32", "--num_workers", "0", "--progress", "0"]
-    assert train_main(common + ["--output_dir", str(tmp_path / "bad"), "--max_iter", "1"]) == 1
+    # SBD's own val (by default training validates voc_sbd on VOC 2012 val instead)
+    assert train_main(common + ["--output_dir", str(tmp_path / "bad"), "--max_iter", "1",
+                                "--val_dataset", "vocaug"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "share 2 image(s)" in err[0] and "--val_dataset" in err[0]
     out = tmp_path / "run"
@@ -270,3 +272,167 @@ def test_download_script_checks_the_real_checksums(voc_mirror, tmp_path):
         script.main(["--root", str(root), "--mirror", base, "--timeout", "10"])
     assert server.requests == ["/VOCtrainval_11-May-2012.tar"]
     assert _tree(root) == []
+
+
+def test_download_from_an_unresolvable_host_is_one_line_and_writes_nothing(tmp_path, capfd):
+    root = tmp_path / "voc"
+    with pytest.raises(DownloadError, match=r"^http://nonexistent\.invalid/VOCtrainval_11-May-"
+                                            r"2012\.tar: download failed \(OSError: host "
+                                            r"nonexistent\.invalid does not resolve"):
+        download_voc(str(root), mirror="http://nonexistent.invalid/")
+    assert _tree(root) == []
+    assert "Downloading" not in capfd.readouterr().out
+
+
+# -- names and the errors of defaults -----------------------------------------------------------
+def test_voc_sbd_is_the_sbd_layout_and_vocaug_its_old_name(gluoncv_root):
+    from gluon_deeplab.data import DATASET_CHOICES, DATASET_NAMES
+
+    assert "voc_sbd" in DATASET_NAMES and "vocaug" not in DATASET_NAMES
+    assert "vocaug" in DATASET_CHOICES
+    sbd, alias = (get_dataset(n, gluoncv_root, "train_aug") for n in ("voc_sbd", "vocaug"))
+    assert sbd.name == alias.name == "voc_sbd:train_aug" and sbd.ids == alias.ids == TRAIN_AUG
+
+
+def _one_error_line(capsys):
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+@pytest.fixture
+def empty_home(tmp_path, monkeypatch):
+    """MXNET_HOME without data or weights, and a model store that cannot be reached."""
+    monkeypatch.setenv("MXNET_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("MXNET_GLUON_REPO", "http://nonexistent.invalid/")
+    return gluoncv_voc_root()
+
+
+def test_train_and_eval_without_data_name_their_defaults_before_any_download(
+        empty_home, tmp_path, capsys):
+    from gluon_deeplab.checkpoint import save_checkpoint
+    from gluon_deeplab.evaluation.cli import eval_main
+    from gluon_deeplab.models import build_model
+    from gluon_deeplab.training.cli import main as train_main
+
+    assert train_main(["--output_dir", str(tmp_path / "run"), "--progress", "0"]) == 1
+    line = _one_error_line(capsys)
+    assert line.startswith(f"gluon-deeplab-train: error: {empty_home}: dataset root folder "
+                           "not found; --dataset voc_sbd and --data_dir")
+    assert line.endswith("are train.py's defaults; scripts/download_voc.py downloads VOC 2012 "
+                         "and SBD there")
+    checkpoint = save_checkpoint(str(tmp_path / "m.params"), build_model(21, "resnet18_v2"))
+    with pytest.raises(SystemExit):
+        eval_main(["--checkpoint", checkpoint])
+    assert f"--dataset voc and --data_dir {empty_home} are eval.py's defaults" in \
+        _one_error_line(capsys)
+
+
+def test_data_of_another_layout_is_named_with_the_flag_that_reads_it(
+        gluoncv_root, empty_home, tmp_path, capsys):
+    from gluon_deeplab.checkpoint import save_checkpoint
+    from gluon_deeplab.data import make_synthetic_dataset
+    from gluon_deeplab.deploy.cli import export_main
+    from gluon_deeplab.models import build_model
+    from gluon_deeplab.training.cli import main as train_main
+
+    synth = make_synthetic_dataset(str(tmp_path / "quickstart_data"), num_train=2, num_val=1,
+                                   size=(16, 16), num_classes=3)
+    assert train_main(["--data_dir", synth, "--output_dir", str(tmp_path / "run")]) == 1
+    line = _one_error_line(capsys)
+    assert "no SBD folder" in line
+    assert "--dataset voc_sbd and --val_dataset voc are train.py's defaults" in line
+    assert line.endswith(f"{synth} holds a synthetic set: pass --dataset synthetic")
+    sbd_only = _write_tree(tmp_path / "sbd", _sbd_files())
+    checkpoint = save_checkpoint(str(tmp_path / "m.params"), build_model(21, "resnet18_v2"))
+    with pytest.raises(SystemExit):
+        export_main(["--checkpoint", checkpoint, "--output", str(tmp_path / "out" / "int8"),
+                     "--int8", "--calib_data_dir", sbd_only])
+    line = _one_error_line(capsys)
+    assert "no VOC 2012 folder" in line and "--calib_dataset voc is export.py's default" in line
+    assert line.endswith("holds a voc_sbd set: pass --calib_dataset voc_sbd")
+    assert not (tmp_path / "out").exists()
+
+
+# -- the recipe, as the README writes it --------------------------------------------------------
+RECIPE = [
+    "python scripts/download_voc.py",
+    "sh sh/train.sh",
+    "python scripts/eval.py --checkpoint runs/deeplabv3/phase2_os8/final.params "
+    "--scales 0.5,0.75,1.0,1.25,1.5,1.75 --flip",
+    "python scripts/predict.py --checkpoint runs/deeplabv3/phase2_os8/final.params "
+    "my_photo.jpg --output_dir predictions",
+    "python scripts/export.py --checkpoint runs/deeplabv3/phase2_os8/final.params "
+    "--output export/deeplab",
+]
+# Tiny sizes; everything else is the recipe's default (PRETRAINED: no download in tests).
+TINY = {"MAX_ITER": "2", "BACKBONE": "resnet18_v2", "CROP_SIZE": "32", "BATCH_SIZE_1": "2",
+        "BATCH_SIZE_2": "2", "NUM_WORKERS": "0", "PRETRAINED": "none"}
+
+
+def _documented_commands():
+    """Command lines of the shell blocks of README.md and docs/*.md (continuations joined)."""
+    import glob
+    import re
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    text = ""
+    for path in [os.path.join(repo, "README.md")] + sorted(glob.glob(f"{repo}/docs/*.md")):
+        with open(path, encoding="utf-8") as f:
+            text += f.read()
+    blocks = re.findall(r"```(?:sh|bash)\n(.*?)```", text, re.S)
+    lines = "\n".join(blocks).replace("\\\n", " ").splitlines()
+    return repo, {" ".join(line.split("#")[0].split()) for line in lines}
+
+
+def test_the_documented_voc_recipe_runs_as_written(voc_mirror, tmp_path):
+    import shlex
+    import subprocess
+    import sys
+    import time
+
+    repo, documented = _documented_commands()
+    assert [c for c in RECIPE if c not in documented] == []
+    work = tmp_path / "checkout"  # the repository, as a user has it, without the runs of others
+    work.mkdir()
+    for name in ("sh", "scripts", "gluon_deeplab"):
+        os.symlink(os.path.join(repo, name), work / name)
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("DATASET", "DATA_DIR", "VAL_DATASET", "OUTPUT_DIR", "TRAIN_SPLIT")}
+    env.update(TINY, MXNET_HOME=str(tmp_path / "mxnet"), PYTHON=sys.executable)
+    root = os.path.join(env["MXNET_HOME"], "datasets", "voc")
+    base, archives, _ = voc_mirror
+    download_voc(root, mirror=base, archives=archives)  # the files a download brings
+    Image.fromarray(_image(7)[:, :29]).save(work / "my_photo.jpg")
+    outputs = []
+    for command in RECIPE:
+        start = time.perf_counter()
+        argv = shlex.split(command)
+        argv[0] = sys.executable if argv[0] == "python" else argv[0]
+        done = subprocess.run(argv, cwd=work, env=env, capture_output=True, text=True,
+                              timeout=600)
+        assert done.returncode == 0, f"{command}\n{done.stderr[-3000:]}"
+        outputs.append(done.stdout)
+        print(f"{time.perf_counter() - start:6.1f} s  {command}")
+    assert "(voc2012 not downloaded)" in outputs[0] and "(sbd not downloaded)" in outputs[0]
+    from gluon_deeplab.checkpoint import load_checkpoint
+
+    phase1 = load_checkpoint(str(work / "runs/deeplabv3/phase1_os16/best.params"))
+    recorded = [phase1.args[k] for k in ("dataset", "train_split", "val_dataset", "data_dir")]
+    assert recorded == ["voc_sbd", "train_aug", "voc", root]
+    phase2 = load_checkpoint(str(work / "runs/deeplabv3/phase2_os8/final.params"))
+    assert phase2.model_config["output_stride"] == 8
+    assert "mIoU" in outputs[2] and "(3 images," in outputs[2]  # VOC 2012 val of the tree
+    assert (work / "predictions" / "masks" / "my_photo.png").is_file()
+    # The export, reloaded bare, gives predict.py's probabilities (own-size padding).
+    from gluon_deeplab.checkpoint import model_from_checkpoint
+    from gluon_deeplab.data import normalize, read_image
+    from gluon_deeplab.evaluation import predict_probabilities
+
+    bare = mx.gluon.SymbolBlock.imports(str(work / "export/deeplab-symbol.json"), ["data"],
+                                        str(work / "export/deeplab-0000.params"))
+    image = normalize(read_image(str(work / "my_photo.jpg")))
+    net, _ = model_from_checkpoint(str(work / "runs/deeplabv3/phase2_os8/final.params"))
+    expected = predict_probabilities(net, image, mx.cpu(), buckets=False)
+    got = mx.nd.softmax(bare(image.expand_dims(0)), axis=1)[0].asnumpy()
+    assert np.abs(got - expected).max() < 1e-5

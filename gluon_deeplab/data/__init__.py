@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from .datasets import (
+    DATASET_CHOICES,
     DATASET_NAMES,
     VOC_CLASSES,
     SegmentationDataset,
+    canonical_dataset_name,
     check_disjoint,
     default_data_dir,
     folder_dataset,
@@ -20,6 +22,7 @@ from .datasets import (
     voc_aug_dataset,
     voc_dataset,
 )
+from .hints import explain_data_error, layouts_in
 from .io import DataError, read_image, read_label_mat, read_label_png
 from .loader import (
     SeededBatchSampler,
@@ -46,7 +49,8 @@ from .transforms import (
 )
 
 __all__ = [
-    "DATASET_NAMES", "VOC_CLASSES", "check_disjoint", "default_data_dir", "gluoncv_voc_root",
+    "DATASET_CHOICES", "DATASET_NAMES", "VOC_CLASSES", "canonical_dataset_name", "check_disjoint",
+    "default_data_dir", "explain_data_error", "gluoncv_voc_root", "layouts_in",
     "read_label_any", "train_val_datasets", "IGNORE_LABEL", "MEAN", "PAD_COLOUR", "PAD_ERROR",
     "STD", "DataError", "SegmentationDataset", "SeededBatchSampler", "SegmentationLoader",
     "SharedMemoryError", "TrainTransform", "check_shared_memory", "default_num_workers",

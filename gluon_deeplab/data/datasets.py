@@ -1,5 +1,10 @@
 """Segmentation datasets: one base class and the five on-disk layouts.
 
+Two layouts hold VOC 2012 + SBD: ``voc_sbd`` (old name ``vocaug``) reads SBD as gluoncv and
+``scripts/download_voc.py`` lay it out (``VOCaug/dataset``, ``.mat`` labels) beside VOC 2012;
+``voc_aug`` reads SegmentationClassAug: the same labels as grayscale PNGs, from the
+``SegmentationClassAug.zip`` that DrSleep's tensorflow-deeplab-resnet links (not downloaded here).
+
 Every dataset is a list of ``(id, image_path, label_path)`` samples built from a split list file at
 construction time (fast: file existence is checked with one directory listing per folder); images
 and labels are read and validated lazily, per item (``load``), or all at once with ``check()``.
@@ -275,7 +280,7 @@ def voc_dataset(root: str, split: str = "train", **kwargs) -> SegmentationDatase
     return SegmentationDataset(samples, name=f"voc:{split}", **kwargs)
 
 
-# -- SBD (.mat), gluoncv's VOCaug layout ---------------------------------------------------------
+# -- SBD (.mat), gluoncv's VOCaug layout: voc_sbd ------------------------------------------------
 def _sbd_train_aug(base: str, voc_root: str, **kwargs) -> SegmentationDataset:
     """The paper's train_aug: (SBD train + SBD val + VOC 2012 train) minus VOC 2012 val.
 
@@ -305,7 +310,7 @@ def _sbd_train_aug(base: str, voc_root: str, **kwargs) -> SegmentationDataset:
     samples.sort(key=lambda sample: sample[0])
     kwargs.setdefault("classes", VOC_CLASSES if kwargs.get("num_classes", 21) == 21 else None)
     kwargs.setdefault("num_classes", 21)
-    return SegmentationDataset(samples, name="vocaug:train_aug", label_reader=read_label_any,
+    return SegmentationDataset(samples, name="voc_sbd:train_aug", label_reader=read_label_any,
                                **kwargs)
 
 
@@ -327,7 +332,7 @@ def sbd_dataset(root: str, split: str = "train", voc_root: Optional[str] = None,
         return _sbd_train_aug(base, voc_root or root, **kwargs)
     list_path = _split_file(base, split, "SBD (VOCaug)")
     ids = read_list(list_path)
-    name = f"vocaug:{split}"
+    name = f"voc_sbd:{split}"
     if split == "train":
         val_ids = voc2012_val_ids(voc_root or root)
         if val_ids is None:
@@ -463,8 +468,14 @@ def synthetic_dataset(root: str, split: str = "train", num_classes: Optional[int
 
 
 # -- defaults and train/val pairing ------------------------------------------------------------
-VOC_FAMILY = ("voc", "vocaug", "voc_aug")  # ids are VOC image ids, comparable across layouts
+VOC_FAMILY = ("voc", "voc_sbd", "voc_aug")  # ids are VOC image ids, comparable across layouts
 LEGACY_DATA_DIR = "./VOCdevkit_aug"
+DATASET_ALIASES = {"vocaug": "voc_sbd"}  # the SBD layout's first name
+
+
+def canonical_dataset_name(name: str) -> str:
+    """The name of a layout, ``vocaug`` being the old name of ``voc_sbd``."""
+    return DATASET_ALIASES.get(name, name)
 
 
 def gluoncv_voc_root() -> str:
@@ -474,14 +485,15 @@ def gluoncv_voc_root() -> str:
 
 
 def default_data_dir(dataset: str) -> str:
-    """``--data_dir`` when not given: gluoncv's root for voc and vocaug, else ./VOCdevkit_aug."""
-    return gluoncv_voc_root() if dataset in ("voc", "vocaug") else LEGACY_DATA_DIR
+    """``--data_dir`` when not given: gluoncv's root for voc and voc_sbd, else ./VOCdevkit_aug."""
+    return gluoncv_voc_root() if canonical_dataset_name(dataset) in ("voc", "voc_sbd") \
+        else LEGACY_DATA_DIR
 
 
 def check_disjoint(train: SegmentationDataset, val: SegmentationDataset, limit: int = 5) -> None:
     """Refuse a validation set sharing images with the training set (DataError naming ids).
 
-    VOC-family datasets (voc, vocaug, voc_aug) compare image ids, which name the same image
+    VOC-family datasets (voc, voc_sbd, voc_aug) compare image ids, which name the same image
     across layouts; other datasets compare the image files themselves.
     """
     family = {ds.name.split(":")[0] for ds in (train, val)}
@@ -533,18 +545,20 @@ def train_val_datasets(dataset: str, data_dir: Optional[str], train_split: str,
     return train, val
 
 
-_FACTORIES = {"voc": voc_dataset, "vocaug": sbd_dataset, "voc_aug": voc_aug_dataset,
+_FACTORIES = {"voc": voc_dataset, "voc_sbd": sbd_dataset, "voc_aug": voc_aug_dataset,
               "folder": folder_dataset, "synthetic": synthetic_dataset}
 DATASET_NAMES = tuple(_FACTORIES)
+DATASET_CHOICES = DATASET_NAMES + tuple(DATASET_ALIASES)  # what --dataset accepts
 
 
 def get_dataset(name: str, root: str, split: str = "train", mode: str = "train",
                 crop_size: Union[int, Sequence[int]] = 513, num_classes: Optional[int] = None,
                 ignore_label: int = IGNORE_LABEL, **options) -> SegmentationDataset:
-    """A ``SegmentationDataset`` of layout ``name`` ('voc', 'vocaug', 'voc_aug', 'folder',
-    'synthetic') under ``root``. ``options``: skip_bad, scale_range, flip, blur_prob, classes, and
-    per layout: voc_root (vocaug); image_dir, label_dir, list_file, label_ext (folder);
-    num_train, num_val, size, seed (synthetic generation)."""
+    """A ``SegmentationDataset`` of layout ``name`` ('voc', 'voc_sbd' (alias 'vocaug'),
+    'voc_aug', 'folder', 'synthetic') under ``root``. ``options``: skip_bad, scale_range, flip,
+    blur_prob, classes, and per layout: voc_root (voc_sbd); image_dir, label_dir, list_file,
+    label_ext (folder); num_train, num_val, size, seed (synthetic generation)."""
+    name = canonical_dataset_name(name)
     if name not in _FACTORIES:
         raise ValueError(f"unknown dataset {name!r}; expected one of {', '.join(DATASET_NAMES)}")
     if not os.path.isdir(root) and name != "synthetic":  # synthetic: its own message

@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from ..cli_help import DefaultsHelpFormatter
 from ..errors import error_line
-from ..http import DEFAULT_TIMEOUT_S, requests_timeout
+from ..http import DEFAULT_TIMEOUT_S, requests_timeout, unresolved_host
 from .datasets import gluoncv_voc_root
 
 # The URL folder holding every archive (a mirror), instead of each archive's own site.
@@ -85,6 +85,9 @@ def fetch_archive(archive: Archive, folder: str, mirror: Optional[str] = None,
     os.makedirs(folder, exist_ok=True)
     part = f"{path}.part-{uuid.uuid4().hex}"
     try:
+        host = unresolved_host(url)
+        if host:
+            raise OSError(f"host {host} does not resolve: offline?")
         with requests_timeout(gluoncv_download, seconds=timeout):
             gluoncv_download.download(url, path=part, sha1_hash=archive.sha1)
         os.replace(part, path)

@@ -8,6 +8,7 @@ import sys
 from typing import List, Optional
 
 from ..cli_help import DefaultsHelpFormatter
+from ..data import DATASET_CHOICES, DATASET_NAMES
 from ..models import OUTPUT_STRIDES
 from .exporting import EXPORT_DTYPES
 from .int8 import (
@@ -19,6 +20,26 @@ from .int8 import (
     EXCLUDE_GROUPS,
     QUANTIZED_DTYPES,
 )
+
+DEFAULT_CALIB_DATASET = "voc"
+
+
+def _calibration_set(args: argparse.Namespace):
+    """The calibration split; an error names --calib_dataset when its default was used."""
+    from ..data import DataError, explain_data_error, get_dataset
+
+    defaults = [("--calib_dataset", args.calib_dataset)] \
+        if args.calib_dataset == DEFAULT_CALIB_DATASET else []
+    try:
+        calib = get_dataset(args.calib_dataset, args.calib_data_dir, args.calib_split,
+                            mode="val")
+    except DataError as err:
+        raise explain_data_error(err, "export.py", defaults, args.calib_dataset,
+                                 args.calib_data_dir, "--calib_dataset") from None
+    if args.num_calib_images > len(calib):
+        print(f"--num_calib_images {args.num_calib_images}: {calib.name} holds "
+              f"{len(calib)} images; calibrating on all {len(calib)}", file=sys.stderr)
+    return calib
 
 
 def build_export_parser() -> argparse.ArgumentParser:
@@ -39,9 +60,9 @@ def build_export_parser() -> argparse.ArgumentParser:
     q = p.add_argument_group("INT8 (oneDNN post-training quantization)")
     q.add_argument("--int8", action="store_true", help="export an INT8 model (= --dtype int8)")
     q.add_argument("--calib_data_dir", help="dataset root for calibration images")
-    q.add_argument("--calib_dataset", default="voc",
-                   help="dataset layout of --calib_data_dir (voc, vocaug, voc_aug, folder, "
-                        "synthetic)")
+    q.add_argument("--calib_dataset", default=DEFAULT_CALIB_DATASET, choices=DATASET_CHOICES,
+                   metavar="{" + ",".join(DATASET_NAMES) + "}",
+                   help="dataset layout of --calib_data_dir")
     q.add_argument("--calib_split", default="train", help="split to take calibration images from")
     q.add_argument("--num_calib_images", type=int, default=DEFAULT_NUM_CALIB_IMAGES,
                    help="calibration images (at most the split's size)")
@@ -63,7 +84,6 @@ def build_export_parser() -> argparse.ArgumentParser:
 
 def export_main(argv: Optional[List[str]] = None) -> dict:
     """Run scripts/export.py; errors are one line on stderr and exit status 2."""
-    from ..data import get_dataset
     from .exporting import export_checkpoint
 
     parser = build_export_parser()
@@ -77,13 +97,7 @@ def export_main(argv: Optional[List[str]] = None) -> dict:
         parser.error(f"{'--int8' if args.int8 else '--dtype int8'} needs --calib_data_dir "
                      "(and --calib_dataset) for calibration")
     try:
-        calib = None
-        if dtype == "int8":
-            calib = get_dataset(args.calib_dataset, args.calib_data_dir, args.calib_split,
-                                mode="val")
-            if args.num_calib_images > len(calib):
-                print(f"--num_calib_images {args.num_calib_images}: {calib.name} holds "
-                      f"{len(calib)} images; calibrating on all {len(calib)}", file=sys.stderr)
+        calib = _calibration_set(args) if dtype == "int8" else None
         files = export_checkpoint(
             args.checkpoint, args.output, output_stride=args.output_stride,
             overwrite=args.overwrite, dtype=dtype, calib_dataset=calib,

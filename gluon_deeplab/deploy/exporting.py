@@ -1,8 +1,9 @@
 """Export a training checkpoint for deployment: symbol + params (fp32, bf16 or INT8), meta, ONNX.
 
 Every artefact reloads without this package: ``mxnet.gluon.SymbolBlock.imports(PREFIX +
-'-symbol.json', ['data'], PREFIX + '-0000.params')`` (any input size) or an ONNX runtime on
-``PREFIX.onnx`` (the size it was exported at). ``PREFIX-meta.json`` says how to feed the model.
+'-symbol.json', ['data'], PREFIX + '-0000.params')`` (any input size; the graph pads and crops
+like ``predict.py``) or an ONNX runtime on ``PREFIX.onnx`` (the one size it was exported at).
+``PREFIX-meta.json`` says how to feed the model.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ import mxnet as mx
 
 from ..checkpoint import Checkpoint, atomic_write, load_checkpoint, model_from_checkpoint
 from ..data import MEAN, STD, VOC_CLASSES, SegmentationDataset
-from ..data.datasets import read_synthetic_meta
+from ..data.datasets import VOC_FAMILY, canonical_dataset_name, read_synthetic_meta
 from ..export import (
     EXPORT_PROBE_SIZE,
+    PADS_INPUT,
     check_prefix,
     export_converted,
     export_model,
@@ -39,7 +41,8 @@ from .onnx_export import require_onnx
 
 EXPORT_FORMAT = "gluon-deeplab-export/1"
 INPUT_CONVENTION = ("float32 NCHW batch of RGB images scaled to [0, 1], then normalized "
-                    "(x - mean) / std per channel; any H x W")
+                    "(x - mean) / std per channel; any H x W (the graph pads it with the mean "
+                    "to output_stride * k + 1 and crops the logits back)")
 EXPORT_DTYPES = ("fp32", "bf16", "int8")
 OUTPUT_CONVENTION = "float32 logits N x num_classes x H x W (argmax over axis 1 = class map)"
 
@@ -64,7 +67,8 @@ def _classes(ckpt: Checkpoint) -> Optional[list]:
             meta = None
         if meta and len(meta.get("classes", [])) == num_classes:
             return list(meta["classes"])
-    if dataset in ("voc", "vocaug", "voc_aug") and num_classes == len(VOC_CLASSES):
+    if dataset and canonical_dataset_name(dataset) in VOC_FAMILY \
+            and num_classes == len(VOC_CLASSES):
         return list(VOC_CLASSES)
     return None
 
@@ -92,6 +96,7 @@ def write_meta(prefix: str, ckpt: Checkpoint, output_stride: int,
         "iteration": ckpt.iteration,
         "best_miou": ckpt.best_miou,
         "precision": "fp32",
+        PADS_INPUT: True,
     }
     meta.update(fields)
     path = meta_path(prefix)
@@ -166,7 +171,7 @@ def export_checkpoint(checkpoint: Union[str, Checkpoint], prefix: str, *,
     if dtype == "bf16":
         net.hybridize()
         net(mx.nd.zeros((1, 3) + EXPORT_PROBE_SIZE, ctx=ctx))  # the fp32 graph to convert
-        export_converted(to_bf16(net, ctx), prefix)
+        export_converted(to_bf16(net, ctx), prefix, stride)
         fields = {"precision": "bf16"}
     else:
         export_model(net, prefix, overwrite=True)

@@ -4,7 +4,9 @@ MXNet 1.9.1's converter only has translations up to opset 13 but stamps and chec
 with the installed ``onnx`` package's newest opset, which rejects e.g. ReduceMean's ``axes``
 attribute (an input since opset 18). The export therefore runs with the opset pinned to 13.
 The model must be built with ``fixed_size=(H, W)``: the converter handles BilinearResize2D only
-in size mode, so an ONNX file takes one input size (the batch dimension is free).
+in size mode, so an ONNX file takes one input size (the batch dimension is free). Unlike the
+symbol export it does not pad its input: at H, W = output_stride * k + 1 it gives predict.py's
+result.
 """
 
 from __future__ import annotations
@@ -71,7 +73,7 @@ def export_onnx(net: HybridBlock, path: str, input_size: Tuple[int, int],
         raise FileExistsError(f"{path} exists; choose another --output or pass --overwrite")
     with tempfile.TemporaryDirectory() as tmp:
         symbol_file, params_file = export_model(net, os.path.join(tmp, "model"),
-                                                probe_size=(h, w))
+                                                probe_size=(h, w), self_padding=False)
         tmp_onnx = os.path.join(tmp, "model.onnx")
         with _pinned_opset(onnx, ONNX_OPSET):
             mx.onnx.export_model(symbol_file, params_file, [(1, 3, h, w)], [np.float32],

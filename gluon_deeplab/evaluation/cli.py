@@ -14,7 +14,15 @@ import time
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 from ..cli_help import DefaultsHelpFormatter
-from ..data import DATASET_NAMES, get_dataset
+from ..data import (
+    DATASET_CHOICES,
+    DATASET_NAMES,
+    DataError,
+    canonical_dataset_name,
+    default_data_dir,
+    explain_data_error,
+    get_dataset,
+)
 from ..data.datasets import FOLDER_LAYOUT, add_folder_arguments
 from ..devices import resolve_contexts
 from ..models import OUTPUT_STRIDES
@@ -26,6 +34,7 @@ from .loading import load_inference_model
 from .split import evaluate
 
 METRIC_NAMES = ("pixel_accuracy", "mean_accuracy", "miou", "fwiou")
+DEFAULT_DATASET = "voc"  # VOC 2012, whose val split the trainer's default run validates on
 
 
 def parse_scales(text: str) -> List[float]:
@@ -95,10 +104,15 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--exported", metavar="PREFIX",
                         help="exported model (PREFIX-symbol.json + PREFIX-0000.params; fp32, "
                              "bf16 or INT8): the mIoU of the model you ship")
-    parser.add_argument("--data_dir", required=True, help="dataset root folder")
-    parser.add_argument("--dataset", default="voc", choices=DATASET_NAMES,
-                        help="dataset layout (default voc: VOC 2012; training defaults to "
-                             "voc_aug)")
+    parser.add_argument("--data_dir", default=None,
+                        help="dataset root folder (default: gluoncv's $MXNET_HOME/datasets/voc, "
+                             "i.e. ~/.mxnet/datasets/voc, for voc and voc_sbd; else "
+                             "./VOCdevkit_aug)")
+    parser.add_argument("--dataset", default=DEFAULT_DATASET, choices=DATASET_CHOICES,
+                        metavar="{" + ",".join(DATASET_NAMES) + "}",
+                        help="dataset layout (default voc: VOC 2012, on whose val split "
+                             "train.py validates by default; voc_sbd's old name vocaug is "
+                             "accepted)")
     parser.add_argument("--split", default="val", help="split to evaluate")
     parser.add_argument("--num_classes", "--num-classes", type=int, default=None,
                         help="class count of a 'folder' dataset (must match the checkpoint)")
@@ -169,8 +183,8 @@ def _check_outputs(args: argparse.Namespace) -> None:
 def run_eval(args: Union[argparse.Namespace, Dict[str, Any]]) -> Dict[str, Any]:
     """Evaluate as the flags say; returns the JSON-ready result (also written to --output)."""
     if isinstance(args, dict):
-        required = ["--checkpoint", "-", "--data_dir", str(args["data_dir"])]
-        defaults = {**vars(build_parser().parse_args(required)), "checkpoint": None}
+        defaults = {**vars(build_parser().parse_args(["--checkpoint", "-"])),
+                    "checkpoint": None}
         args = argparse.Namespace(**{**defaults, **args})
     scales = parse_scales(args.scales)
     _check_counts(args)
@@ -189,9 +203,7 @@ def run_eval(args: Union[argparse.Namespace, Dict[str, Any]]) -> Dict[str, Any]:
     if args.num_classes is not None and args.num_classes != model_classes:
         raise ValueError(f"--num_classes {args.num_classes} disagrees with {what} "
                          f"({model_classes} classes)")
-    dataset = get_dataset(args.dataset, args.data_dir, split=args.split, mode="val",
-                          num_classes=args.num_classes, ignore_label=args.ignore_label,
-                          **folder_options)
+    dataset = _dataset(args, folder_options)
     if dataset.num_classes != model_classes:
         raise ValueError(f"{what} predicts {model_classes} classes but "
                          f"--dataset {args.dataset} at {args.data_dir} has "
@@ -231,10 +243,24 @@ def run_eval(args: Union[argparse.Namespace, Dict[str, Any]]) -> Dict[str, Any]:
     return result
 
 
+def _dataset(args: argparse.Namespace, folder_options: Dict[str, str]):
+    """The split to evaluate; an error names the defaults it came from."""
+    defaults = [("--dataset", args.dataset)] if args.dataset == DEFAULT_DATASET else []
+    if not args.data_dir:
+        args.data_dir = default_data_dir(args.dataset)
+        defaults.append(("--data_dir", args.data_dir))
+    try:
+        return get_dataset(args.dataset, args.data_dir, split=args.split, mode="val",
+                           num_classes=args.num_classes, ignore_label=args.ignore_label,
+                           **folder_options)
+    except DataError as err:
+        raise explain_data_error(err, "eval.py", defaults, args.dataset, args.data_dir) from None
+
+
 def _dataset_hint(args: argparse.Namespace, trained: Dict[str, Any]) -> str:
     """What to change when the model and the dataset disagree on the class count."""
     trained_on = trained.get("dataset") if isinstance(trained, dict) else None
-    if trained_on and trained_on != args.dataset:
+    if trained_on and canonical_dataset_name(trained_on) != canonical_dataset_name(args.dataset):
         return (f"the model was trained on --dataset {trained_on}: pass --dataset {trained_on} "
                 "(eval.py's default is voc)")
     if args.dataset == "folder":

@@ -27,7 +27,14 @@ from .resnet_v2 import (
     check_output_stride,
     load_pretrained_backbone,
 )
-from .upsample import BUCKET_STEP, bucket_size, exact_upsample, exact_upsample_fixed, padded_size
+from .upsample import (
+    BUCKET_STEP,
+    bucket_size,
+    exact_upsample,
+    exact_upsample_fixed,
+    pad_to_stride,
+    padded_size,
+)
 
 __all__ = [
     "ASPP", "ASPPPooling", "BUCKET_STEP", "DeepLabV3", "DeepLabV3PlusDecoder", "FCNHead",
@@ -35,7 +42,7 @@ __all__ = [
     "VortexBranch", "VortexPooling", "bucket_size", "build_backbone", "build_model",
     "canonical_backbone_name",
     "canonical_head_name", "default_head_settings", "exact_upsample", "exact_upsample_fixed",
-    "freeze_batchnorm_parameters", "load_pretrained_backbone", "padded_size",
+    "freeze_batchnorm_parameters", "load_pretrained_backbone", "pad_to_stride", "padded_size",
     "recorded_head_settings", "vortex_kernels_for",
     "PretrainedUnavailable", "default_pretrained", "imagenet_file", "model_store_root",
     "resolve_pretrained", "MODEL_OUTPUT_STRIDES", "OUTPUT_STRIDES", "check_output_stride",

@@ -7,13 +7,15 @@ mirror is MXNet's ``MXNET_GLUON_REPO``. ``none`` starts from random weights on p
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 from typing import Optional
 
 import mxnet as mx
 
 from ..errors import error_line
-from ..http import DEFAULT_TIMEOUT_S, requests_timeout
+from ..http import DEFAULT_TIMEOUT_S, requests_timeout, unresolved_host
 from .resnet_v2 import canonical_backbone_name
 
 IMAGENET, NONE = "imagenet", "none"
@@ -61,11 +63,20 @@ def resolve_pretrained(spec: Optional[str], backbone: str,
 
     name = canonical_backbone_name(backbone)
     path = imagenet_file(name)
+    repo = os.environ.get("MXNET_GLUON_REPO", model_store.apache_repo_url)
     try:
-        with requests_timeout(gluon_utils, seconds=timeout):
+        if not os.path.isfile(path):
+            host = unresolved_host(repo)
+            if host:
+                raise OSError(f"host {host} does not resolve: offline?")
+            print(f"downloading the ImageNet weights of {name} from {repo} to {path}",
+                  flush=True)
+        # MXNet prints every attempt (five, several hundred characters each on failure);
+        # the outcome is said here, in one line.
+        with requests_timeout(gluon_utils, seconds=timeout), \
+                contextlib.redirect_stdout(io.StringIO()):
             return model_store.get_model_file(name, root=model_store_root())
     except Exception as err:  # offline, HTTP error, time-out, bad checksum, unwritable folder
-        repo = os.environ.get("MXNET_GLUON_REPO", model_store.apache_repo_url)
         raise PretrainedUnavailable(
             f"ImageNet weights of {name} not available: {path} is missing and the download "
             f"from {repo} failed ({error_line(err, with_type=True)}); put the model zoo file "

@@ -13,6 +13,30 @@ from __future__ import annotations
 from typing import Tuple
 
 
+def _grid_span(F, cells, factor: int):
+    """A 1-channel tensor of (h - 1) * factor + 1 rows and (w - 1) * factor + 1 columns for
+    ``cells`` of h x w: the pixels that a stride-``factor`` grid spans, to resize or crop
+    "like" (every size comes from the tensor)."""
+    ref = F.UpSampling(F.slice_axis(cells, axis=1, begin=0, end=1), scale=factor,
+                       sample_type="nearest")
+    ref = F.slice_axis(ref, axis=2, begin=0, end=-(factor - 1))
+    return F.slice_axis(ref, axis=3, begin=0, end=-(factor - 1))
+
+
+def pad_to_stride(F, x, stride: int):
+    """``x`` (N x C x H x W) padded at the bottom and right with zeros (the mean colour, once
+    normalized) to :func:`padded_size` of H and W, as inference pads an image; in a symbol
+    graph too, at any input size."""
+    if stride == 1:
+        return x
+    # ceil((H - 1) / stride) + 1 cells: a 1 x 1 pool of that stride with 'full' rounding.
+    cells = F.Pooling(F.slice_axis(x, axis=1, begin=0, end=1), kernel=(1, 1),
+                      stride=(stride, stride), pool_type="max", pooling_convention="full")
+    padded = F.pad(x, mode="constant", constant_value=0.0,
+                   pad_width=(0, 0, 0, 0, 0, stride - 1, 0, stride - 1))
+    return F.slice_like(padded, _grid_span(F, cells, stride), axes=(2, 3))
+
+
 def exact_upsample(F, x, like, factor: int):
     """Resize ``x`` (N x C x h x w, cell j at pixel ``factor * j``) to ``like``'s H x W.
 
@@ -20,11 +44,7 @@ def exact_upsample(F, x, like, factor: int):
     """
     if factor == 1:
         return F.slice_like(x, like, axes=(2, 3))
-    # A 1-channel tensor of the exact size (h - 1) * factor + 1 to resize "like".
-    ref = F.UpSampling(F.slice_axis(x, axis=1, begin=0, end=1), scale=factor,
-                       sample_type="nearest")
-    ref = F.slice_axis(ref, axis=2, begin=0, end=-(factor - 1))
-    ref = F.slice_axis(ref, axis=3, begin=0, end=-(factor - 1))
+    ref = _grid_span(F, x, factor)
     up = F.contrib.BilinearResize2D(x, like=ref, mode="like", align_corners=True)
     up = F.pad(up, mode="edge", pad_width=(0, 0, 0, 0, 0, factor - 1, 0, factor - 1))
     return F.slice_like(up, like, axes=(2, 3))

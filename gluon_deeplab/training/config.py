@@ -10,8 +10,9 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any, Dict, Mapping, Optional, Union
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
+from ..data import canonical_dataset_name, default_data_dir
 from ..data.datasets import FOLDER_LAYOUT
 from ..models import OUTPUT_STRIDES, canonical_backbone_name, check_output_stride
 
@@ -19,6 +20,9 @@ NO_RESUME = ("", "-1", "none")
 DEFAULT_MAX_ITER = 30000
 DEFAULT_AUX_WEIGHT = 0.4
 KVSTORES = ("device", "local", "nccl", "dist_sync", "dist_device_sync", "dist_sync_device")
+DEFAULT_TRAIN_SPLITS = {"voc_aug": "train_aug", "voc_sbd": "train_aug"}
+# SBD's own val overlaps train_aug: the recipe validates on VOC 2012 val, in the same root.
+DEFAULT_VAL_DATASETS = {"voc_sbd": "voc"}
 
 
 @dataclass
@@ -39,11 +43,11 @@ class TrainConfig:
     decoder: bool = False
     separable: bool = False
     # data
-    dataset: str = "voc_aug"
-    data_dir: Optional[str] = None  # gluoncv's root for voc/vocaug, else ./VOCdevkit_aug
-    train_split: Optional[str] = None
+    dataset: str = "voc_sbd"
+    data_dir: Optional[str] = None  # gluoncv's root for voc/voc_sbd, else ./VOCdevkit_aug
+    train_split: Optional[str] = None  # train_aug for voc_sbd and voc_aug, else train
     val_split: str = "val"
-    val_dataset: Optional[str] = None
+    val_dataset: Optional[str] = None  # voc (VOC 2012 val) for voc_sbd, else --dataset
     val_data_dir: Optional[str] = None
     crop_size: int = 513
     ignore_label: int = 255
@@ -92,6 +96,9 @@ class TrainConfig:
         """Normalize (seed spellings, defaults that depend on other flags) and check the
         values in place; a bad value is a ValueError that names its flag. Returns ``self``."""
         self.base_architecture = canonical_backbone_name(self.base_architecture)
+        self.dataset = canonical_dataset_name(self.dataset)
+        if self.val_dataset:
+            self.val_dataset = canonical_dataset_name(self.val_dataset)
         check_output_stride(self.output_stride, OUTPUT_STRIDES, "--output_stride")
         _check_choice("aspp_or_vortex", self.aspp_or_vortex, (1, 2), "1 (ASPP) or 2 (Vortex)")
         for name in ("freeze_batch_norm", "hybridize", "progress"):
@@ -121,6 +128,21 @@ class TrainConfig:
                              "dist_sync or dist_device_sync (synchronous: every worker applies "
                              "the same update)")
         return self
+
+    def fill_data_defaults(self) -> List[Tuple[str, Any]]:
+        """Set the data folder, training split and validation dataset left to their defaults
+        (so the run records what it used); returns the (flag, value) of each default that
+        chose data, for error messages."""
+        used = [("--dataset", self.dataset)] if self.dataset == TrainConfig.dataset else []
+        if not self.data_dir:
+            self.data_dir = default_data_dir(self.dataset)
+            used.append(("--data_dir", self.data_dir))
+        self.train_split = self.train_split or DEFAULT_TRAIN_SPLITS.get(self.dataset, "train")
+        if self.val_interval > 0 and not self.val_dataset \
+                and self.dataset in DEFAULT_VAL_DATASETS:
+            self.val_dataset = DEFAULT_VAL_DATASETS[self.dataset]
+            used.append(("--val_dataset", self.val_dataset))
+        return used
 
     def _check_length(self) -> None:
         if self.train_epochs is not None:

@@ -19,7 +19,13 @@ from ..checkpoint import (
     restore_trainer_states,
     save_checkpoint,
 )
-from ..data import default_data_dir, default_num_workers, make_dataloader, train_val_datasets
+from ..data import (
+    DataError,
+    default_num_workers,
+    explain_data_error,
+    make_dataloader,
+    train_val_datasets,
+)
 from ..devices import resolve_contexts
 from ..evaluation import evaluate
 from ..models import (
@@ -60,7 +66,6 @@ from .schedule import poly_lr
 from .step import RunningStatsSync, forward_backward, nonfinite_parameters, seed_devices
 
 LOG_FILE, CURVES_FILE = "log.jsonl", "curves.png"
-DEFAULT_TRAIN_SPLITS = {"voc_aug": "train_aug"}
 
 
 def step_seed(seed: int, iteration: int, rank: int = 0) -> int:
@@ -131,14 +136,18 @@ def _clean_folder(out: str, say) -> None:
 
 
 def _datasets(args: TrainConfig):
-    train_split = args.train_split or DEFAULT_TRAIN_SPLITS.get(args.dataset, "train")
-    args.data_dir = args.data_dir or default_data_dir(args.dataset)  # recorded as used
-    return train_val_datasets(
-        args.dataset, args.data_dir, train_split,
-        args.val_split if args.val_interval > 0 else None, val_dataset=args.val_dataset,
-        val_data_dir=args.val_data_dir, crop_size=args.crop_size,
-        num_classes=args.num_classes, ignore_label=args.ignore_label,
-        folder_options=args.folder_options())
+    """The training and validation sets; an error names the defaults it came from."""
+    defaults = args.fill_data_defaults()
+    try:
+        return train_val_datasets(
+            args.dataset, args.data_dir, args.train_split,
+            args.val_split if args.val_interval > 0 else None, val_dataset=args.val_dataset,
+            val_data_dir=args.val_data_dir, crop_size=args.crop_size,
+            num_classes=args.num_classes, ignore_label=args.ignore_label,
+            folder_options=args.folder_options())
+    except DataError as err:
+        raise explain_data_error(err, "train.py", defaults, args.dataset,
+                                 args.data_dir) from None
 
 
 def _pretrained_weights(args: TrainConfig, resume_path: Optional[str],
@@ -243,8 +252,9 @@ def _train(args: TrainConfig, ctxs, dist: _Distributed, amp_dtype: Optional[str]
         say(describe_amp(amp_dtype, ctxs))
     if dist.chief:
         _clean_folder(out, say)
-    pretrained = _pretrained_weights(args, resume_path, say)  # fails early when unavailable
+    # The data first: a missing dataset is the first thing to fix, before any download.
     train_set, val_set = _datasets(args)
+    pretrained = _pretrained_weights(args, resume_path, say)  # fails early when unavailable
     max_iter = args.max_iter
     if args.train_epochs is not None:
         max_iter = iterations_for_epochs(args.train_epochs, len(train_set), args.batch_size,
