@@ -26,9 +26,12 @@ CONSOLE = {"gluon-deeplab-" + name.replace("_", "-"): name for name in (
     "make_synthetic", "env")}
 CONSOLE["gluon-deeplab-launch"] = "launch_dist"
 
+# Validation and checkpoints at the end of a run only (the trainer always does both there).
+END_ONLY = "1000"
 TRAIN_TINY = ["--max_iter", "2", "--crop_size", "33", "--batch_size", "2",
-              "--base_architecture", "resnet18_v2", "--num_workers", "0", "--val_interval", "2",
-              "--checkpoint_interval", "2", "--progress", "0", "--gpus", ""]
+              "--base_architecture", "resnet18_v2", "--num_workers", "0",
+              "--val_interval", END_ONLY, "--checkpoint_interval", END_ONLY, "--progress", "0",
+              "--gpus", ""]
 TINY_FLAGS = {
     "eval": ["--gpus", ""],
     "predict": ["--gpus", ""],
@@ -41,7 +44,7 @@ TINY_FLAGS = {
 SCRIPT_ENV = {
     "sh/train.sh": {"MAX_ITER": "2", "BACKBONE": "resnet18_v2", "CROP_SIZE": "33",
                     "BATCH_SIZE_1": "2", "BATCH_SIZE_2": "2", "PRETRAINED": "none",
-                    "VAL_INTERVAL": "2", "CHECKPOINT_INTERVAL": "2", "NUM_WORKERS": "0",
+                    "VAL_INTERVAL": END_ONLY, "CHECKPOINT_INTERVAL": END_ONLY, "NUM_WORKERS": "0",
                     "GPUS": ""},
     "sh/quickstart.sh": {"SKIP_SETUP": "1", "ITERS": "4", "NUM_TRAIN": "4", "NUM_VAL": "2",
                          "HEIGHT": "48", "WIDTH": "64", "CROP": "33", "BATCH": "2"},
@@ -168,6 +171,12 @@ def tiny_flags(name: Optional[str], argv: Sequence[str]) -> List[str]:
     if name == "export" and "--onnx" in argv:
         flags += ["--input_size", "65", "65"]
     return flags
+
+
+def outside_paths(command: DocCommand) -> List[str]:
+    """The absolute paths a shell command names: it would write outside the test's workspace."""
+    words = shlex.split(command.text)
+    return [w for w in words if re.match(r"(\w+=)?/", w)]
 
 
 def runnable(command: DocCommand, mirror: str, python: str) -> Tuple[List[str], Dict[str, str]]:
