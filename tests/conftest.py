@@ -52,35 +52,14 @@ def trained_synthetic(tmp_path_factory):
 
 @pytest.fixture
 def local_http_server(tmp_path):
-    """(base URL, served folder): a threaded HTTP server on 127.0.0.1 (free port), stopped at
-    the end of the test; it logs every requested path in ``server.requests``."""
-    import functools
-    import http.server
-    import threading
+    """(base URL, served folder, server): a threaded HTTP server on 127.0.0.1 (free port),
+    stopped at the end of the test; it logs every requested path in ``server.requests``."""
+    from http_server import serve_folder
 
     served = tmp_path / "served"
     served.mkdir()
-    requests = []
-
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        def do_GET(self):
-            requests.append(self.path)
-            super().do_GET()
-
-        def log_message(self, *args):  # keep the test output clean
-            pass
-
-    server = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(Handler, directory=str(served)))
-    server.requests = requests
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/", served, server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
+    with serve_folder(str(served)) as (base, server):
+        yield base, served, server
 
 
 @pytest.fixture
