@@ -2,28 +2,10 @@
 
 from __future__ import annotations
 
-from .datasets import (
-    DATASET_CHOICES,
-    DATASET_NAMES,
-    VOC_CLASSES,
-    SegmentationDataset,
-    canonical_dataset_name,
-    check_disjoint,
-    default_data_dir,
-    folder_dataset,
-    get_dataset,
-    gluoncv_voc_root,
-    read_label_any,
-    read_list,
-    sbd_dataset,
-    synthetic_dataset,
-    train_val_datasets,
-    voc2012_val_ids,
-    voc_aug_dataset,
-    voc_dataset,
-)
+from .base import SegmentationDataset, read_list
+from .folder import folder_dataset
 from .hints import explain_data_error, layouts_in
-from .io import DataError, read_image, read_label_mat, read_label_png
+from .io import DataError, read_image, read_label_any, read_label_mat, read_label_png
 from .loader import (
     SeededBatchSampler,
     SegmentationLoader,
@@ -33,7 +15,17 @@ from .loader import (
     default_num_workers,
     make_dataloader,
 )
+from .registry import (
+    DATASET_CHOICES,
+    DATASET_NAMES,
+    canonical_dataset_name,
+    check_disjoint,
+    default_data_dir,
+    get_dataset,
+    train_val_datasets,
+)
 from .synthetic import make_sample, make_synthetic_dataset, synthetic_classes
+from .synthetic_reader import synthetic_dataset
 from .transforms import (
     IGNORE_LABEL,
     MEAN,
@@ -46,6 +38,14 @@ from .transforms import (
     normalize_batch,
     normalize_numpy,
     to_ndarray,
+)
+from .voc import (
+    VOC_CLASSES,
+    gluoncv_voc_root,
+    sbd_dataset,
+    voc2012_val_ids,
+    voc_aug_dataset,
+    voc_dataset,
 )
 
 __all__ = [

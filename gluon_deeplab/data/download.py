@@ -26,7 +26,7 @@ from tqdm import tqdm
 from ..cli_help import DefaultsHelpFormatter
 from ..errors import error_line
 from ..http import DEFAULT_TIMEOUT_S, requests_timeout, unresolved_host
-from .datasets import gluoncv_voc_root
+from .voc import gluoncv_voc_root
 
 # The URL folder holding every archive (a mirror), instead of each archive's own site.
 MIRROR_ENV = "GLUON_DEEPLAB_VOC_MIRROR"

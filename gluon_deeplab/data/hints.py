@@ -6,14 +6,10 @@ from __future__ import annotations
 import os
 from typing import Any, List, Optional, Sequence, Tuple
 
-from .datasets import (
-    _first_dir,
-    canonical_dataset_name,
-    find_voc2012,
-    gluoncv_voc_root,
-)
 from .io import DataError
+from .registry import canonical_dataset_name
 from .synthetic import META_FILE
+from .voc import GLUONCV_LAYOUTS, find_sbd, find_voc2012, gluoncv_voc_root
 
 
 def layouts_in(root: Optional[str]) -> List[str]:
@@ -25,8 +21,7 @@ def layouts_in(root: Optional[str]) -> List[str]:
         found.append("synthetic")
     if os.path.isdir(os.path.join(root, "SegmentationClassAug")):
         found.append("voc_aug")
-    if _first_dir([os.path.join(root, "VOCaug", "dataset"), os.path.join(root, "dataset"), root],
-                  ["img", "cls"]):
+    if find_sbd(root):
         found.append("voc_sbd")
     if "synthetic" not in found and find_voc2012(root):  # synthetic sets use VOC's layout
         found.append("voc")
@@ -48,7 +43,7 @@ def explain_data_error(err: Exception, script: str, defaults: Sequence[Tuple[str
     dataset = canonical_dataset_name(dataset)
     if found and dataset not in found:
         text += f"; {root} holds a {found[0]} set: pass {dataset_flag} {found[0]}"
-    elif not found and dataset in ("voc", "voc_sbd") and root and \
+    elif not found and dataset in GLUONCV_LAYOUTS and root and \
             os.path.abspath(root) == os.path.abspath(gluoncv_voc_root()):
         text += "; scripts/download_voc.py downloads VOC 2012 and SBD there"
     return DataError(text)

@@ -133,6 +133,11 @@ def read_label_mat(path: str) -> np.ndarray:
     return seg
 
 
+def read_label_any(path: str) -> np.ndarray:
+    """An SBD ``.mat`` (GTcls.Segmentation) or an index/palette PNG, by file extension."""
+    return read_label_mat(path) if path.lower().endswith(".mat") else read_label_png(path)
+
+
 def validate_label(label: np.ndarray, image_shape: tuple, num_classes: int, ignore_label: int,
                    path: str) -> np.ndarray:
     """Check size and values of a raw label map; return it as uint8 with ignore mapped to 255."""

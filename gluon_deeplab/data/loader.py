@@ -21,7 +21,7 @@ import mxnet as mx
 import numpy as np
 from mxnet.gluon.data import DataLoader, Sampler
 
-from .datasets import SegmentationDataset
+from .base import SegmentationDataset
 from .transforms import to_ndarray
 
 

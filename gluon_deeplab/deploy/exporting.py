@@ -17,7 +17,9 @@ import mxnet as mx
 
 from ..checkpoint import Checkpoint, atomic_write, load_checkpoint, model_from_checkpoint
 from ..data import MEAN, STD, VOC_CLASSES, SegmentationDataset
-from ..data.datasets import VOC_FAMILY, canonical_dataset_name, read_synthetic_meta
+from ..data.registry import canonical_dataset_name
+from ..data.synthetic_reader import read_synthetic_meta
+from ..data.voc import VOC_FAMILY
 from ..export import (
     EXPORT_PROBE_SIZE,
     PADS_INPUT,

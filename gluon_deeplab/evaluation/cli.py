@@ -23,7 +23,7 @@ from ..data import (
     explain_data_error,
     get_dataset,
 )
-from ..data.datasets import FOLDER_LAYOUT, add_folder_arguments
+from ..data.folder import FOLDER_LAYOUT, add_folder_arguments
 from ..devices import resolve_contexts
 from ..models import OUTPUT_STRIDES
 from ..paths import check_writable

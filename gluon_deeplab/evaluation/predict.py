@@ -16,7 +16,7 @@ import mxnet as mx
 
 from ..cli_help import DefaultsHelpFormatter
 from ..data import read_image, read_label_png
-from ..data.datasets import IMAGE_EXTS
+from ..data.base import IMAGE_EXTS
 from ..data.transforms import normalize
 from ..devices import resolve_contexts
 from ..paths import check_writable

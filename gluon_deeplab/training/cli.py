@@ -13,7 +13,7 @@ from typing import List, Optional
 
 from ..cli_help import DefaultsHelpFormatter
 from ..data import DATASET_CHOICES, DATASET_NAMES
-from ..data.datasets import add_folder_arguments
+from ..data.folder import add_folder_arguments
 from ..devices import resolve_contexts
 from ..models import OUTPUT_STRIDES
 from .config import DEFAULT_AUX_WEIGHT, DEFAULT_MAX_ITER, TrainConfig

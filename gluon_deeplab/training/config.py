@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 from ..data import canonical_dataset_name, default_data_dir
-from ..data.datasets import FOLDER_LAYOUT
+from ..data.folder import FOLDER_LAYOUT
 from ..models import OUTPUT_STRIDES, canonical_backbone_name, check_output_stride
 
 NO_RESUME = ("", "-1", "none")
