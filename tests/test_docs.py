@@ -98,13 +98,15 @@ def _voc_archives(folder) -> str:
 
 
 def _workspace(root) -> None:
-    """Links to the repository's code, and the photo folder the predict example reads."""
+    """Links to the repository's code, and the photos the predict examples read (the
+    recipe's ``my_photo.jpg`` and a ``runs/photos`` folder)."""
     for name in ("scripts", "sh", "gluon_deeplab", "setup.py", ".venv"):
         if os.path.exists(os.path.join(REPO, name)):
             os.symlink(os.path.join(REPO, name), root / name)
     (root / "runs" / "photos").mkdir(parents=True)
     photo = np.random.default_rng(0).integers(0, 256, (40, 56, 3), dtype=np.uint8)
     Image.fromarray(photo).save(root / "runs" / "photos" / "street.jpg", quality=90)
+    Image.fromarray(photo).save(root / "my_photo.jpg", quality=90)
     (root / "home").mkdir()
 
 
