@@ -14,9 +14,9 @@ from gluon_deeplab import build_model
 from gluon_deeplab.checkpoint import model_from_checkpoint, save_checkpoint
 from gluon_deeplab.data import get_dataset
 from gluon_deeplab.deploy import export_checkpoint, quantize_model, read_meta
+from gluon_deeplab.deploy.export_format import export_model, load_exported
 from gluon_deeplab.deploy.int8 import calibration_loader
 from gluon_deeplab.evaluation import predict_probabilities
-from gluon_deeplab.export import export_model, load_exported
 from gluon_deeplab.models import pad_to_stride, padded_size
 from gluon_deeplab.precision import bf16_support
 
