@@ -24,6 +24,10 @@ from ..models.upsample import pad_to_stride
 from ..paths import check_writable
 
 EXPORT_FORMAT = "gluon-deeplab-export/1"
+INPUT_CONVENTION = ("float32 NCHW batch of RGB images scaled to [0, 1], then normalized "
+                    "(x - mean) / std per channel; any H x W (the graph pads it with the mean "
+                    "to output_stride * k + 1 and crops the logits back)")
+OUTPUT_CONVENTION = "float32 logits N x num_classes x H x W (argmax over axis 1 = class map)"
 EXPORT_PROBE_SIZE = (64, 64)
 # Meta key: the graph pads its input itself (exports written before it do not).
 PADS_INPUT = "pads_input"

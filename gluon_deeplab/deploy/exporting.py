@@ -21,6 +21,8 @@ from ..precision import require_bf16, to_bf16
 from .export_format import (
     EXPORT_FORMAT,
     EXPORT_PROBE_SIZE,
+    INPUT_CONVENTION,
+    OUTPUT_CONVENTION,
     PADS_INPUT,
     check_prefix,
     export_converted,
@@ -41,11 +43,7 @@ from .int8 import (
 )
 from .onnx_export import require_onnx
 
-INPUT_CONVENTION = ("float32 NCHW batch of RGB images scaled to [0, 1], then normalized "
-                    "(x - mean) / std per channel; any H x W (the graph pads it with the mean "
-                    "to output_stride * k + 1 and crops the logits back)")
 EXPORT_DTYPES = ("fp32", "bf16", "int8")
-OUTPUT_CONVENTION = "float32 logits N x num_classes x H x W (argmax over axis 1 = class map)"
 
 
 def _classes(ckpt: Checkpoint) -> Optional[list]:
