@@ -14,7 +14,13 @@ import pytest
 from gluon_deeplab import build_model
 from gluon_deeplab.checkpoint import model_from_checkpoint
 from gluon_deeplab.data import get_dataset
-from gluon_deeplab.deploy import export_checkpoint, quantize_model, read_meta
+from gluon_deeplab.deploy import (
+    EXPORT_FORMAT,
+    export_checkpoint,
+    export_format,
+    quantize_model,
+    read_meta,
+)
 from gluon_deeplab.deploy.int8 import excluded_layer_names
 from gluon_deeplab.evaluation import ConfusionMatrix
 
@@ -63,6 +69,33 @@ def test_export_reloads_with_symbolblock_imports_at_three_sizes(trained_checkpoi
     assert meta["precision"] == "fp32" and meta["input_name"] == "data"
     assert meta["mean"] == pytest.approx([0.485, 0.456, 0.406])
     assert meta["std"] == pytest.approx([0.229, 0.224, 0.225])
+
+
+def test_export_writes_the_full_meta_record_once_atomically_and_last(trained_checkpoint,
+                                                                     tmp_path, monkeypatch):
+    prefix = str(tmp_path / "deeplab")
+    meta_file = prefix + "-meta.json"
+    direct, atomic, real_open = [], [], open
+    real_atomic = export_format.atomic_write
+
+    def spy_open(path, mode="r", *args, **kwargs):
+        if "w" in mode:
+            direct.append(os.path.abspath(str(path)))
+        return real_open(path, mode, *args, **kwargs)
+
+    def spy_atomic(path, write):
+        atomic.append((path, sorted(os.listdir(tmp_path))))
+        real_atomic(path, write)
+    monkeypatch.setattr("builtins.open", spy_open)
+    monkeypatch.setattr(export_format, "atomic_write", spy_atomic)
+    export_checkpoint(trained_checkpoint, prefix)
+    monkeypatch.undo()
+    assert [path for path, _ in atomic] == [meta_file]  # once, through a temporary file
+    assert os.path.abspath(meta_file) not in direct  # never written in place
+    assert atomic[0][1] == ["deeplab-0000.params", "deeplab-symbol.json"]  # after the graph
+    meta = read_meta(prefix)
+    assert meta["format"] == EXPORT_FORMAT and meta["pads_input"] is True
+    assert meta["num_classes"] == NUM_CLASSES and "head_settings" in meta and "mean" in meta
 
 
 def test_int8_export_agrees_with_fp32_on_most_pixels(trained_checkpoint, synthetic_root,

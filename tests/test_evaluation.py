@@ -6,9 +6,11 @@ on a small synthetic set.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
+from unittest import mock
 
 import mxnet as mx
 import numpy as np
@@ -27,7 +29,8 @@ from gluon_deeplab.evaluation import (
     predict_probabilities,
     voc_colormap,
 )
-from gluon_deeplab.evaluation.cli import eval_main, parse_scales, run_eval
+from gluon_deeplab.evaluation.cli import build_parser, eval_main, parse_scales, run_eval
+from gluon_deeplab.evaluation.config import EvalConfig
 from gluon_deeplab.evaluation.inference import _window_starts
 
 NUM_CLASSES = 3
@@ -302,6 +305,30 @@ def test_eval_errors_are_one_line_and_name_the_problem(tiny_checkpoint, syntheti
     with pytest.raises(FileExistsError, match="--output .* exists"):
         run_eval({"checkpoint": tiny_checkpoint, "output": str(existing), **_flags(base)})
     assert existing.read_text() == "{}"
+
+
+def test_eval_flags_take_their_defaults_from_evalconfig_one_field_per_flag():
+    parsed = vars(build_parser().parse_args(["--checkpoint", "c.params"]))
+    expected = dataclasses.asdict(EvalConfig(checkpoint="c.params"))
+    assert parsed == expected  # same names, same defaults (buckets None, crf_* DenseCRF's)
+    assert EvalConfig().crf_iterations == DenseCRF().iterations
+    with pytest.raises(ValueError, match="unknown evaluation setting.*: scale$"):
+        EvalConfig.from_mapping({"checkpoint": "c.params", "scale": "1.0"})
+    with pytest.raises(ValueError, match="unknown evaluation setting"):
+        run_eval({"checkpoint": "c.params", "no_such_flag": 1})
+
+
+def test_run_eval_takes_an_evalconfig_and_leaves_it_unchanged(tiny_checkpoint, synthetic_root):
+    config = EvalConfig(checkpoint=tiny_checkpoint, dataset="synthetic", no_progress=True,
+                        max_images=2)
+    as_dict = run_eval({"checkpoint": tiny_checkpoint, "data_dir": synthetic_root,
+                        "dataset": "synthetic", "no_progress": True, "max_images": 2})
+    with mock.patch("gluon_deeplab.evaluation.cli.default_data_dir",
+                    return_value=synthetic_root):
+        result = run_eval(config)
+    assert config.data_dir is None  # the filled-in default went to a copy
+    assert result["data_dir"] == os.path.abspath(synthetic_root)
+    assert result["miou"] == as_dict["miou"] and result["num_images"] == 2
 
 
 def _flags(argv):

@@ -14,9 +14,9 @@ from gluon_deeplab import build_model
 from gluon_deeplab.checkpoint import model_from_checkpoint, save_checkpoint
 from gluon_deeplab.data import get_dataset
 from gluon_deeplab.deploy import export_checkpoint, quantize_model, read_meta
+from gluon_deeplab.deploy.export_format import EXPORT_FORMAT, export_model, load_exported
 from gluon_deeplab.deploy.int8 import calibration_loader
 from gluon_deeplab.evaluation import predict_probabilities
-from gluon_deeplab.export import export_model, load_exported
 from gluon_deeplab.models import pad_to_stride, padded_size
 from gluon_deeplab.precision import bf16_support
 
@@ -62,7 +62,7 @@ def test_bare_imports_equals_predict_py_probabilities_at_three_odd_sizes(
         assert np.abs(_probabilities(bare, x) - expected).max() < 1e-5, (h, w)
 
 
-def test_export_is_padded_once_by_eval_and_predict_and_an_old_export_still_loads(tmp_path):
+def test_export_is_padded_once_by_eval_and_predict_and_old_exports_still_load(tmp_path):
     """eval/predict pad an export as they pad its checkpoint (to the size's bucket, or with
     --no_buckets to the smallest stride * k + 1); the graph's own padding then adds nothing."""
     net = build_model(4, "resnet18_v2", "aspp", 16)
@@ -75,10 +75,18 @@ def test_export_is_padded_once_by_eval_and_predict_and_an_old_export_still_loads
     net.export(old, epoch=0)
     with open(old + "-meta.json", "w", encoding="utf-8") as f:
         json.dump({"output_stride": 16, "num_classes": 4}, f)
+    # ... and one with the full record of export_checkpoint from before ``pads_input``.
+    old_full = str(tmp_path / "old_full")
+    net.export(old_full, epoch=0)
+    with open(old_full + "-meta.json", "w", encoding="utf-8") as f:
+        json.dump({"format": EXPORT_FORMAT, "num_classes": 4, "classes": None,
+                   "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
+                   "input_name": "data", "backbone": "resnet18_v2", "head": "aspp",
+                   "output_stride": 16, "iteration": 0, "precision": "fp32"}, f)
     image = mx.nd.random.normal(shape=(3, 41, 59))  # bucket 65 x 65, own size 49 x 65
     for buckets in (True, False):
         expected = predict_probabilities(net, image, mx.cpu(), buckets=buckets)
-        for prefix in (new, old):
+        for prefix in (new, old, old_full):
             block = load_exported(prefix)
             assert block.output_stride == 16
             got = predict_probabilities(block, image, mx.cpu(), buckets=buckets)

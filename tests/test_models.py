@@ -10,7 +10,7 @@ from mxnet.gluon import nn
 from mxnet.gluon.model_zoo import vision
 
 import gluon_deeplab as gd
-from gluon_deeplab.export import export_model, load_exported
+from gluon_deeplab.deploy.export_format import export_model, load_exported
 from gluon_deeplab.models import ASPP, VortexPooling
 from gluon_deeplab.models.resnet_v2 import unit_dilations
 

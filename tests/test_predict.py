@@ -15,6 +15,7 @@ from PIL import Image
 from gluon_deeplab import build_model
 from gluon_deeplab.checkpoint import save_checkpoint
 from gluon_deeplab.data import normalize
+from gluon_deeplab.deploy.export_format import export_model
 from gluon_deeplab.evaluation import (
     colorize,
     overlay,
@@ -25,7 +26,6 @@ from gluon_deeplab.evaluation import (
 )
 from gluon_deeplab.evaluation.predict import main
 from gluon_deeplab.evaluation.visualize import PANEL_GAP
-from gluon_deeplab.export import export_model
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -8,29 +8,33 @@ like ``predict.py``) or an ONNX runtime on ``PREFIX.onnx`` (the one size it was 
 
 from __future__ import annotations
 
-import json
-import os
 import warnings
 from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import mxnet as mx
 
-from ..checkpoint import Checkpoint, atomic_write, load_checkpoint, model_from_checkpoint
+from ..checkpoint import Checkpoint, load_checkpoint, model_from_checkpoint
 from ..data import MEAN, STD, VOC_CLASSES, SegmentationDataset
 from ..data.registry import canonical_dataset_name
 from ..data.synthetic_reader import read_synthetic_meta
 from ..data.voc import VOC_FAMILY
-from ..export import (
+from ..models import recorded_head_settings
+from ..precision import require_bf16, to_bf16
+from .export_format import (
+    EXPORT_FORMAT,
     EXPORT_PROBE_SIZE,
+    INPUT_CONVENTION,
+    OUTPUT_CONVENTION,
     PADS_INPUT,
     check_prefix,
     export_converted,
-    export_model,
     exported_files,
     meta_path,
+    onnx_path,
+    refuse_existing,
+    write_graph,
+    write_meta,
 )
-from ..models import recorded_head_settings
-from ..precision import require_bf16, to_bf16
 from .int8 import (
     DEFAULT_CALIB_MODE,
     DEFAULT_EXCLUDE,
@@ -41,17 +45,7 @@ from .int8 import (
 )
 from .onnx_export import require_onnx
 
-EXPORT_FORMAT = "gluon-deeplab-export/1"
-INPUT_CONVENTION = ("float32 NCHW batch of RGB images scaled to [0, 1], then normalized "
-                    "(x - mean) / std per channel; any H x W (the graph pads it with the mean "
-                    "to output_stride * k + 1 and crops the logits back)")
 EXPORT_DTYPES = ("fp32", "bf16", "int8")
-OUTPUT_CONVENTION = "float32 logits N x num_classes x H x W (argmax over axis 1 = class map)"
-
-
-def onnx_path(prefix: str) -> str:
-    """The ONNX file of an export prefix."""
-    return f"{prefix}.onnx"
 
 
 def _classes(ckpt: Checkpoint) -> Optional[list]:
@@ -75,9 +69,9 @@ def _classes(ckpt: Checkpoint) -> Optional[list]:
     return None
 
 
-def write_meta(prefix: str, ckpt: Checkpoint, output_stride: int,
-               **fields: Any) -> str:
-    """Write ``PREFIX-meta.json``: classes, normalization, input/output convention, model config."""
+def checkpoint_meta(ckpt: Checkpoint, output_stride: int, **fields: Any) -> Dict[str, Any]:
+    """The full ``PREFIX-meta.json`` record of a checkpoint's export: classes, normalization,
+    input/output convention, model config; ``fields`` add to it or replace entries."""
     config = ckpt.model_config
     meta = {
         "format": EXPORT_FORMAT,
@@ -101,13 +95,7 @@ def write_meta(prefix: str, ckpt: Checkpoint, output_stride: int,
         PADS_INPUT: True,
     }
     meta.update(fields)
-    path = meta_path(prefix)
-
-    def write(tmp: str) -> None:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(meta, f, indent=2)
-    atomic_write(path, write)
-    return path
+    return meta
 
 
 def export_checkpoint(checkpoint: Union[str, Checkpoint], prefix: str, *,
@@ -155,10 +143,7 @@ def export_checkpoint(checkpoint: Union[str, Checkpoint], prefix: str, *,
     outputs = {"symbol": symbol_file, "params": params_file, "meta": meta_path(prefix)}
     if onnx_input_size:
         outputs["onnx"] = onnx_path(prefix)
-    existing = [f for f in outputs.values() if os.path.exists(f)]
-    if existing and not overwrite:
-        raise FileExistsError(f"{existing[0]} exists; choose another --output or pass "
-                              "--overwrite")
+    refuse_existing(list(outputs.values()), overwrite)
     ckpt = load_checkpoint(checkpoint) if isinstance(checkpoint, str) else checkpoint
     net, _ = model_from_checkpoint(ckpt, ctx=ctx, output_stride=output_stride, aux=False)
     stride = net.backbone.output_stride
@@ -176,12 +161,12 @@ def export_checkpoint(checkpoint: Union[str, Checkpoint], prefix: str, *,
         export_converted(to_bf16(net, ctx), prefix, stride)
         fields = {"precision": "bf16"}
     else:
-        export_model(net, prefix, overwrite=True)
+        write_graph(net, prefix)
     if onnx_input_size:
         from .onnx_export import export_onnx
         fixed, _ = model_from_checkpoint(ckpt, ctx=ctx, output_stride=output_stride, aux=False,
                                          fixed_size=tuple(onnx_input_size))
         export_onnx(fixed, outputs["onnx"], onnx_input_size, overwrite=True)
         fields["onnx_input_size"] = list(onnx_input_size)
-    write_meta(prefix, ckpt, stride, **fields)
+    write_meta(prefix, checkpoint_meta(ckpt, stride, **fields))  # once, last
     return outputs

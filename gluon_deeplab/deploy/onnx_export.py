@@ -20,7 +20,7 @@ import numpy as np
 from mxnet.gluon import HybridBlock
 
 from ..checkpoint import atomic_write
-from ..export import export_model
+from .export_format import export_model
 
 ONNX_OPSET = 13
 ONNX_INSTALL = "pip install -e '.[onnx]'"  # the onnx extra, as the README installs it

@@ -1,5 +1,7 @@
 """``scripts/eval.py``: evaluate a checkpoint or an exported model on a split; report metrics.
 
+Every flag is a field of :class:`.config.EvalConfig` with the same name and default.
+
 The model is rebuilt from the checkpoint alone (its recorded configuration); only the output
 stride may be overridden (weights do not depend on it). An export (fp32, bf16 or INT8) is
 evaluated as it was exported.
@@ -11,7 +13,7 @@ import argparse
 import json
 import os
 import time
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 from ..cli_help import DefaultsHelpFormatter
 from ..data import (
@@ -28,13 +30,14 @@ from ..devices import resolve_contexts
 from ..models import OUTPUT_STRIDES
 from ..paths import check_writable
 from ..tensorboard import tensorboard_missing, write_evaluation
+from .config import DEFAULT_DATASET, EvalConfig, as_eval_config
 from .crf import DenseCRF
 from .inference import FUSIONS
 from .loading import load_inference_model
 from .split import evaluate
 
 METRIC_NAMES = ("pixel_accuracy", "mean_accuracy", "miou", "fwiou")
-DEFAULT_DATASET = "voc"  # VOC 2012, whose val split the trainer's default run validates on
+D = EvalConfig()  # the defaults
 
 
 def parse_scales(text: str) -> List[float]:
@@ -50,18 +53,19 @@ def parse_scales(text: str) -> List[float]:
 
 def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags shared by eval and predict: scales, flip, fusion, sliding window, devices."""
-    parser.add_argument("--output_stride", type=int, choices=OUTPUT_STRIDES, default=None,
+    parser.add_argument("--output_stride", type=int, choices=OUTPUT_STRIDES,
+                        default=D.output_stride,
                         help="override the checkpoint's output stride (e.g. 8 for evaluation)")
-    parser.add_argument("--scales", default="1.0",
+    parser.add_argument("--scales", default=D.scales,
                         help="comma-separated input scales, e.g. 0.5,0.75,1.0,1.25,1.5,1.75")
     parser.add_argument("--flip", action="store_true", help="also run horizontally flipped")
-    parser.add_argument("--fusion", choices=FUSIONS, default="mean",
+    parser.add_argument("--fusion", choices=FUSIONS, default=D.fusion,
                         help="fuse scales/flips by the mean or per-pixel max of probabilities")
-    parser.add_argument("--crop_size", type=int, default=None,
+    parser.add_argument("--crop_size", type=int, default=D.crop_size,
                         help="sliding-window size for scaled images larger than this "
                              "(default: whole image at once)")
-    parser.add_argument("--gpus", default="", help="GPU ids, e.g. 0,1 (empty: CPU)")
-    parser.add_argument("--buckets", dest="buckets", action="store_true", default=None,
+    parser.add_argument("--gpus", default=D.gpus, help="GPU ids, e.g. 0,1 (empty: CPU)")
+    parser.add_argument("--buckets", dest="buckets", action="store_true", default=D.buckets,
                         help="pad images into a few bucket sizes (385, 513, ...: few graph "
                              "shapes), as GPUs do unless --no_buckets; CPUs pad each image to "
                              "its own output_stride*k+1 unless --buckets. The extra padding "
@@ -71,7 +75,7 @@ def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_crf_arguments(parser: argparse.ArgumentParser) -> None:
-    defaults = DenseCRF.__dataclass_fields__
+    """--crf and its settings (defaults: :class:`DenseCRF`'s, through :class:`EvalConfig`)."""
     parser.add_argument("--crf", action="store_true",
                         help="dense CRF post-processing (needs the optional pydensecrf2)")
     for name, help_text in (("iterations", "mean-field iterations"),
@@ -80,12 +84,13 @@ def add_crf_arguments(parser: argparse.ArgumentParser) -> None:
                             ("bilateral_sxy", "bilateral kernel spatial std"),
                             ("bilateral_srgb", "bilateral kernel colour std"),
                             ("bilateral_compat", "bilateral kernel weight")):
-        default = defaults[name].default
+        default = getattr(D, f"crf_{name}")
         parser.add_argument(f"--crf_{name}", type=type(default), default=default,
                             help=f"CRF {help_text} (default {default})")
 
 
-def crf_from_args(args: argparse.Namespace) -> Optional[DenseCRF]:
+def crf_from_args(args: Union[argparse.Namespace, EvalConfig]) -> Optional[DenseCRF]:
+    """The DenseCRF that the --crf flags ask for (None without --crf)."""
     if not args.crf:
         return None
     return DenseCRF(**{name: getattr(args, f"crf_{name}")
@@ -104,36 +109,36 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--exported", metavar="PREFIX",
                         help="exported model (PREFIX-symbol.json + PREFIX-0000.params; fp32, "
                              "bf16 or INT8): the mIoU of the model you ship")
-    parser.add_argument("--data_dir", default=None,
+    parser.add_argument("--data_dir", default=D.data_dir,
                         help="dataset root folder (default: gluoncv's $MXNET_HOME/datasets/voc, "
                              "i.e. ~/.mxnet/datasets/voc, for voc and voc_sbd; else "
                              "./VOCdevkit_aug)")
-    parser.add_argument("--dataset", default=DEFAULT_DATASET, choices=DATASET_CHOICES,
+    parser.add_argument("--dataset", default=D.dataset, choices=DATASET_CHOICES,
                         metavar="{" + ",".join(DATASET_NAMES) + "}",
                         help="dataset layout (default voc: VOC 2012, on whose val split "
                              "train.py validates by default; voc_sbd's old name vocaug is "
                              "accepted)")
-    parser.add_argument("--split", default="val", help="split to evaluate")
-    parser.add_argument("--num_classes", "--num-classes", type=int, default=None,
+    parser.add_argument("--split", default=D.split, help="split to evaluate")
+    parser.add_argument("--num_classes", "--num-classes", type=int, default=D.num_classes,
                         help="class count of a 'folder' dataset (must match the checkpoint)")
-    parser.add_argument("--ignore_label", "--ignore-label", type=int, default=255,
+    parser.add_argument("--ignore_label", "--ignore-label", type=int, default=D.ignore_label,
                         help="label value excluded from the metrics")
     add_folder_arguments(parser)
     add_inference_arguments(parser)
     add_crf_arguments(parser)
-    parser.add_argument("--num_workers", type=int, default=None,
+    parser.add_argument("--num_workers", type=int, default=D.num_workers,
                         help="threads decoding images ahead of the devices (default: 4 per "
                              "device, at most the CPU count; 0: in the main thread)")
-    parser.add_argument("--max_images", type=int, default=None,
+    parser.add_argument("--max_images", type=int, default=D.max_images,
                         help="evaluate only the first N images (quick checks)")
-    parser.add_argument("--save_predictions", default=None, metavar="DIR",
+    parser.add_argument("--save_predictions", default=D.save_predictions, metavar="DIR",
                         help="write one palette PNG per image, named like the image ids")
     parser.add_argument("--save_probabilities", action="store_true",
                         help="with --save_predictions: also <id>.npy probabilities "
                              "(used by scripts/ensemble.py to break ties)")
-    parser.add_argument("--output", default=None, metavar="JSON",
+    parser.add_argument("--output", default=D.output, metavar="JSON",
                         help="write the metrics to this JSON file")
-    parser.add_argument("--tensorboard", default=None, metavar="DIR",
+    parser.add_argument("--tensorboard", default=D.tensorboard, metavar="DIR",
                         help="also write the metrics and per-class IoU as TensorBoard scalars "
                              "(eval/mIoU, eval/IoU/<class>, ...) at the model's iteration into "
                              "DIR (needs pip install -e .[tensorboard])")
@@ -143,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _folder_options(args: argparse.Namespace) -> Dict[str, str]:
+def _folder_options(args: EvalConfig) -> Dict[str, str]:
     """--image_dir, --label_dir, --list_file as given (an error with a dataset not 'folder')."""
     given = {name: getattr(args, name) for name in FOLDER_LAYOUT
              if getattr(args, name, None) is not None}
@@ -153,14 +158,14 @@ def _folder_options(args: argparse.Namespace) -> Dict[str, str]:
     return given
 
 
-def _check_counts(args: argparse.Namespace) -> None:
+def _check_counts(args: EvalConfig) -> None:
     if args.max_images is not None and args.max_images < 1:
         raise ValueError(f"--max_images: expected an integer >= 1, got {args.max_images}")
     if args.num_workers is not None and args.num_workers < 0:
         raise ValueError(f"--num_workers: expected an integer >= 0, got {args.num_workers}")
 
 
-def _check_outputs(args: argparse.Namespace) -> None:
+def _check_outputs(args: EvalConfig) -> None:
     if args.output:
         check_writable(args.output, "--output")
     if args.save_predictions:
@@ -180,12 +185,10 @@ def _check_outputs(args: argparse.Namespace) -> None:
         raise ValueError("--save_probabilities needs --save_predictions DIR")
 
 
-def run_eval(args: Union[argparse.Namespace, Dict[str, Any]]) -> Dict[str, Any]:
-    """Evaluate as the flags say; returns the JSON-ready result (also written to --output)."""
-    if isinstance(args, dict):
-        defaults = {**vars(build_parser().parse_args(["--checkpoint", "-"])),
-                    "checkpoint": None}
-        args = argparse.Namespace(**{**defaults, **args})
+def run_eval(settings: Union[EvalConfig, Mapping[str, Any]]) -> Dict[str, Any]:
+    """Evaluate as ``settings`` say (an :class:`EvalConfig` or a dict of its field names, the
+    rest at their defaults); returns the JSON-ready result (also written to --output)."""
+    args = as_eval_config(settings)
     scales = parse_scales(args.scales)
     _check_counts(args)
     folder_options = _folder_options(args)
@@ -243,7 +246,7 @@ def run_eval(args: Union[argparse.Namespace, Dict[str, Any]]) -> Dict[str, Any]:
     return result
 
 
-def _dataset(args: argparse.Namespace, folder_options: Dict[str, str]):
+def _dataset(args: EvalConfig, folder_options: Dict[str, str]):
     """The split to evaluate; an error names the defaults it came from."""
     defaults = [("--dataset", args.dataset)] if args.dataset == DEFAULT_DATASET else []
     if not args.data_dir:
@@ -257,7 +260,7 @@ def _dataset(args: argparse.Namespace, folder_options: Dict[str, str]):
         raise explain_data_error(err, "eval.py", defaults, args.dataset, args.data_dir) from None
 
 
-def _dataset_hint(args: argparse.Namespace, trained: Dict[str, Any]) -> str:
+def _dataset_hint(args: EvalConfig, trained: Dict[str, Any]) -> str:
     """What to change when the model and the dataset disagree on the class count."""
     trained_on = trained.get("dataset") if isinstance(trained, dict) else None
     if trained_on and canonical_dataset_name(trained_on) != canonical_dataset_name(args.dataset):
@@ -294,7 +297,7 @@ def eval_main(argv: Optional[Sequence[str]] = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        result = run_eval(args)
+        result = run_eval(EvalConfig.from_mapping(vars(args)))
     except (ValueError, OSError, ImportError) as err:
         parser.exit(2, f"error: {err}\n")
     print(format_report(result))

@@ -11,7 +11,7 @@ from typing import Any, Callable, Dict, Optional, Sequence
 import mxnet as mx
 
 from ..checkpoint import model_from_checkpoint
-from ..export import exported_files, load_exported, read_meta
+from ..deploy.export_format import exported_files, load_exported, read_meta
 
 PROBE_SHAPE = (1, 3, 64, 64)
 

@@ -1,4 +1,5 @@
-"""Hybridized export (``PREFIX-symbol.json`` + ``PREFIX-0000.params``) and its loader.
+"""The export format, owned here: ``PREFIX-symbol.json`` + ``PREFIX-0000.params`` (the
+hybridized graph), ``PREFIX-meta.json`` (how to feed it), ``PREFIX.onnx``; writers and loader.
 
 The exported graph pads its input with the mean to the next ``output_stride * k + 1`` and
 crops the logits back, as ``predict.py`` does, so it accepts any H x W and gives predict.py's
@@ -12,15 +13,21 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import mxnet as mx
 from mxnet.gluon import HybridBlock, SymbolBlock
 
-from .errors import error_line
-from .models.upsample import pad_to_stride
-from .paths import check_writable
+from ..checkpoint import atomic_write
+from ..errors import error_line
+from ..models.upsample import pad_to_stride
+from ..paths import check_writable
 
+EXPORT_FORMAT = "gluon-deeplab-export/1"
+INPUT_CONVENTION = ("float32 NCHW batch of RGB images scaled to [0, 1], then normalized "
+                    "(x - mean) / std per channel; any H x W (the graph pads it with the mean "
+                    "to output_stride * k + 1 and crops the logits back)")
+OUTPUT_CONVENTION = "float32 logits N x num_classes x H x W (argmax over axis 1 = class map)"
 EXPORT_PROBE_SIZE = (64, 64)
 # Meta key: the graph pads its input itself (exports written before it do not).
 PADS_INPUT = "pads_input"
@@ -32,9 +39,13 @@ def exported_files(prefix: str) -> Tuple[str, str]:
 
 
 def meta_path(prefix: str) -> str:
-    """The meta file beside an export: :func:`export_model` writes the output stride and class
-    count into it, ``gluon_deeplab.deploy``'s ``write_meta`` then the full record over it."""
+    """The meta file beside an export (:func:`write_meta`)."""
     return f"{prefix}-meta.json"
+
+
+def onnx_path(prefix: str) -> str:
+    """The ONNX file of an export prefix."""
+    return f"{prefix}.onnx"
 
 
 def check_prefix(prefix: str) -> str:
@@ -45,6 +56,27 @@ def check_prefix(prefix: str) -> str:
                          f"{os.path.join(prefix, 'deeplab')}, not a folder")
     check_writable(exported_files(prefix)[0], "--output")
     return prefix
+
+
+def refuse_existing(outputs: Sequence[str], overwrite: bool) -> None:
+    """Raise FileExistsError naming the first of ``outputs`` that exists, unless ``overwrite``:
+    an export writes nothing over files the user has."""
+    existing = [f for f in outputs if os.path.exists(f)]
+    if existing and not overwrite:
+        raise FileExistsError(f"{existing[0]} exists; choose another --output or pass "
+                              "--overwrite")
+
+
+def write_meta(prefix: str, record: Dict[str, Any]) -> str:
+    """Write ``record`` as ``PREFIX-meta.json`` atomically (a reader never sees half a file);
+    an export writes it once, last."""
+    path = meta_path(prefix)
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(record, f, indent=2)
+    atomic_write(path, write)
+    return path
 
 
 def self_padding_graph(symbol: mx.sym.Symbol, stride: int) -> mx.sym.Symbol:
@@ -78,33 +110,37 @@ def _graph(block: HybridBlock, stride: Optional[int]) -> mx.sym.Symbol:
     return self_padding_graph(symbol, stride) if stride else symbol
 
 
-def export_model(net: HybridBlock, prefix: str, overwrite: bool = False,
-                 probe_size: Tuple[int, int] = EXPORT_PROBE_SIZE,
-                 self_padding: bool = True) -> Tuple[str, str]:
-    """Hybridize ``net``, trace it once and write its symbol and parameters under ``prefix``.
-
-    A model that knows its output stride gets the padding to ``stride * k + 1`` inside the
-    graph (unless ``self_padding`` is False: fixed-size graphs for ONNX) and
-    ``PREFIX-meta.json`` with its stride and class count (``gluon_deeplab.deploy`` writes the
-    full record). Existing files are kept unless ``overwrite``; returns the symbol and
-    parameter file paths.
-    """
-    files = exported_files(check_prefix(prefix))
+def write_graph(net: HybridBlock, prefix: str,
+                probe_size: Tuple[int, int] = EXPORT_PROBE_SIZE,
+                self_padding: bool = True) -> Tuple[str, str]:
+    """Hybridize ``net``, trace it once and write its symbol and parameters under ``prefix``
+    (no checks, no meta file: :func:`export_model` and ``export_checkpoint`` do those). A model
+    that knows its output stride gets the padding to ``stride * k + 1`` inside the graph unless
+    ``self_padding`` is False (fixed-size graphs for ONNX)."""
     stride = getattr(net, "output_stride", None)
-    existing = [f for f in files + ((meta_path(prefix),) if stride else ())
-                if os.path.exists(f)]
-    if existing and not overwrite:
-        raise FileExistsError(f"{existing[0]} exists; choose another --output or pass overwrite")
     ctx = next(iter(net.collect_params().values())).list_ctx()[0]
     net.hybridize()
     net(mx.nd.zeros((1, 3) + tuple(probe_size), ctx=ctx))
     pad_stride = int(stride) if stride and self_padding else None
-    _save_graph(_graph(net, pad_stride), net.collect_params(), prefix, remove_amp_cast=True)
+    return _save_graph(_graph(net, pad_stride), net.collect_params(), prefix,
+                       remove_amp_cast=True)
+
+
+def export_model(net: HybridBlock, prefix: str, overwrite: bool = False,
+                 probe_size: Tuple[int, int] = EXPORT_PROBE_SIZE,
+                 self_padding: bool = True) -> Tuple[str, str]:
+    """Export a bare model (no checkpoint): :func:`write_graph`, then, for a model that knows
+    its output stride, ``PREFIX-meta.json`` with its stride, class count and
+    :data:`PADS_INPUT` (``export_checkpoint`` writes the full record instead). Existing files
+    are kept unless ``overwrite``; returns the symbol and parameter file paths."""
+    files = exported_files(check_prefix(prefix))
+    stride = getattr(net, "output_stride", None)
+    refuse_existing(files + ((meta_path(prefix),) if stride else ()), overwrite)
+    write_graph(net, prefix, probe_size, self_padding)
     if stride:
-        record = {"output_stride": int(stride), "num_classes": getattr(net, "num_classes", None),
-                  PADS_INPUT: bool(pad_stride)}
-        with open(meta_path(prefix), "w", encoding="utf-8") as f:
-            json.dump(record, f, indent=2)
+        write_meta(prefix, {"output_stride": int(stride),
+                            "num_classes": getattr(net, "num_classes", None),
+                            PADS_INPUT: bool(self_padding)})
     return files
 
 
@@ -119,7 +155,9 @@ def export_converted(block: SymbolBlock, prefix: str,
 
 def load_exported(prefix: str, ctx: Optional[mx.Context] = None,
                   meta: Optional[Dict[str, Any]] = None) -> SymbolBlock:
-    """Load an export written by :func:`export_model` (or ``HybridBlock.export``).
+    """Load an export written by ``export_checkpoint``, :func:`export_model` (or
+    ``HybridBlock.export``), old or new: a meta file of two keys or the full record, with or
+    without :data:`PADS_INPUT`, or none.
 
     With a meta file beside it, the block gets its ``output_stride``, so that inference pads
     images (to their size bucket, :func:`~.models.upsample.bucket_size`) as it does for a
