@@ -34,6 +34,9 @@ NOT_RUN = {
                           "(tests/test_install.py checks its choices)",
     "pip install": "changes the environment this test runs in",
     "tensorboard --logdir": "a server that runs until stopped",
+    ".venv/bin/python scripts/launch_dist.py --launcher slurm": "a Slurm job's step (srun); "
+                                                               "tests/test_dist_launchers.py "
+                                                               "runs it with a fake srun",
 }
 TIMEOUT_S = 300
 COMMANDS = all_commands()
