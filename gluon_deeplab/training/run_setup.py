@@ -1,16 +1,20 @@
 """The start of a training run: this process's place in it, the devices' plan, the checkpoint
-to resume from, the run folder's leftovers, the data sets and the starting weights."""
+to resume from, the run folder's leftovers, the data sets, the iterations, the starting weights
+and the model, and the console the run speaks through."""
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 import mxnet as mx
+from tqdm import tqdm
 
 from ..checkpoint import Checkpoint
 from ..data import DataError, default_num_workers, explain_data_error, train_val_datasets
 from ..models import (
+    build_model,
     canonical_head_name,
     default_pretrained,
     recorded_head_settings,
@@ -151,3 +155,46 @@ def plan_devices(args: TrainConfig, ctxs: Sequence[mx.Context]) -> List[str]:
     if len(ctxs) > 1 or "dist" in args.kvstore:
         notes.append(f"kvstore: {args.kvstore} ({why})")
     return notes
+
+
+class Console:
+    """Prints the chief's messages (other workers stay quiet), above the progress bar while
+    one is shown."""
+
+    def __init__(self, chief: bool):
+        self.chief = chief
+        self.bar: Optional[tqdm] = None
+
+    def __call__(self, message: str) -> None:
+        if self.chief:
+            if self.bar is not None:
+                self.bar.write(message)
+            else:
+                print(message, flush=True)
+
+
+def iterations_for_epochs(epochs: float, num_samples: int, batch_size: int,
+                          num_workers: int = 1) -> int:
+    """Optimizer steps that show every training sample ``epochs`` times."""
+    return max(1, math.ceil(epochs * num_samples / (batch_size * num_workers)))
+
+
+def max_iterations(args: TrainConfig, num_images: int, num_workers: int, say: Say) -> int:
+    """--max_iter, or the iterations of --train_epochs (said)."""
+    if args.train_epochs is None:
+        return args.max_iter
+    max_iter = iterations_for_epochs(args.train_epochs, num_images, args.batch_size, num_workers)
+    say(f"--train_epochs {args.train_epochs}: {max_iter} iterations of batch "
+        f"{args.batch_size} x {num_workers} worker(s) over {num_images} images")
+    return max_iter
+
+
+def build_net(args: TrainConfig, ctxs: Sequence[mx.Context], num_classes: int,
+              pretrained: Optional[str], ckpt: Optional[Checkpoint]):
+    """The model on ``ctxs``, with the head settings of the checkpoint it starts from."""
+    return build_model(num_classes, args.base_architecture, args.aspp_or_vortex,
+                       args.output_stride, pretrained_backbone=pretrained,
+                       aux=args.aux, freeze_bn=bool(args.freeze_batch_norm),
+                       decoder=args.decoder, separable=args.separable,
+                       syncbn_devices=len(ctxs) if args.syncbn else 0, ctx=ctxs,
+                       **head_settings_of(ckpt, args))

@@ -7,7 +7,6 @@ validation and checkpoints; ``_finish`` writes the final checkpoint and the resu
 
 from __future__ import annotations
 
-import math
 import os
 import uuid
 from dataclasses import dataclass, field
@@ -28,7 +27,6 @@ from ..checkpoint import (
 from ..data import make_dataloader
 from ..devices import resolve_contexts
 from ..evaluation import evaluate
-from ..models import build_model
 from .config import TrainConfig, as_config
 from .errors import TrainingDiverged, TrainingError
 from .lock import FolderLock
@@ -41,12 +39,15 @@ from .progress import LossWindow, check_loss_scale, log_window
 from .run_folder import BEST, FINAL, RUN_ID, checkpoint_path, prune_checkpoints, run_id_of
 from .run_setup import (
     LOG_FILE,
+    Console,
     Distributed,
+    build_net,
     clean_folder,
     datasets_of,
     find_start,
-    head_settings_of,
+    iterations_for_epochs,
     loader_workers,
+    max_iterations,
     plan_devices,
     pretrained_weights,
 )
@@ -61,12 +62,6 @@ def step_seed(seed: int, iteration: int, rank: int = 0) -> int:
     """The random seed of one step (dropout): a function of (seed, iteration, worker) only,
     so a resumed run draws the same dropout masks as an uninterrupted one."""
     return (seed * 1_000_003 + iteration * 7919 + rank * 104_729) % (2 ** 31 - 1)
-
-
-def iterations_for_epochs(epochs: float, num_samples: int, batch_size: int,
-                          num_workers: int = 1) -> int:
-    """Optimizer steps that show every training sample ``epochs`` times."""
-    return max(1, math.ceil(epochs * num_samples / (batch_size * num_workers)))
 
 
 def train(settings: Union[TrainConfig, Mapping[str, Any]]) -> Dict[str, Any]:
@@ -90,22 +85,6 @@ def train(settings: Union[TrainConfig, Mapping[str, Any]]) -> Dict[str, Any]:
         return _train(args, ctxs, dist, amp_dtype, notes)
 
 
-class _Console:
-    """Prints the chief's messages (other workers stay quiet), above the progress bar while
-    one is shown."""
-
-    def __init__(self, chief: bool):
-        self.chief = chief
-        self.bar: Optional[tqdm] = None
-
-    def __call__(self, message: str) -> None:
-        if self.chief:
-            if self.bar is not None:
-                self.bar.write(message)
-            else:
-                print(message, flush=True)
-
-
 @dataclass
 class RunState:
     """Where a run stands: what a checkpoint records and a resumed run continues from."""
@@ -125,7 +104,7 @@ class Run:
     ctxs: Sequence[mx.Context]
     dist: Distributed
     amp_dtype: Optional[str]
-    say: _Console
+    say: Console
     net: Any
     trainer: mx.gluon.Trainer
     loss_fn: SegmentationLoss
@@ -180,7 +159,7 @@ class Run:
 
 def _train(args: TrainConfig, ctxs: Sequence[mx.Context], dist: Distributed,
            amp_dtype: Optional[str], notes: Sequence[str] = ()) -> Dict[str, Any]:
-    run = _prepare_run(args, ctxs, dist, amp_dtype, notes, _Console(dist.chief))
+    run = _prepare_run(args, ctxs, dist, amp_dtype, notes, Console(dist.chief))
     trained = run.state.iteration < run.max_iter
     if not trained:
         run.say(f"{run.resume_path} is at iteration {run.state.iteration} >= --max_iter "
@@ -191,7 +170,7 @@ def _train(args: TrainConfig, ctxs: Sequence[mx.Context], dist: Distributed,
 
 
 def _prepare_run(args: TrainConfig, ctxs: Sequence[mx.Context], dist: Distributed,
-                 amp_dtype: Optional[str], notes: Sequence[str], say: _Console) -> Run:
+                 amp_dtype: Optional[str], notes: Sequence[str], say: Console) -> Run:
     """Everything before the first iteration, in the order a user fixes problems: the run
     folder, the data, then the starting weights, the model, the optimizer and the log."""
     resume_path = find_start(args, say)
@@ -204,7 +183,7 @@ def _prepare_run(args: TrainConfig, ctxs: Sequence[mx.Context], dist: Distribute
     # The data first: a missing dataset is the first thing to fix, before any download.
     train_set, val_set = datasets_of(args)
     pretrained = pretrained_weights(args, resume_path, say)  # fails early when unavailable
-    max_iter = _max_iter(args, len(train_set), dist.num_workers, say)
+    max_iter = max_iterations(args, len(train_set), dist.num_workers, say)
     mx.random.seed(args.seed)  # initialization of the head (and a backbone not pretrained)
     np.random.seed(args.seed)
     if dist.chief:
@@ -212,7 +191,7 @@ def _prepare_run(args: TrainConfig, ctxs: Sequence[mx.Context], dist: Distribute
                                   args.syncbn)
     source = resume_path or args.init_checkpoint
     ckpt = load_checkpoint(source) if source else None
-    net = _build_net(args, ctxs, train_set.num_classes, pretrained, ckpt)
+    net = build_net(args, ctxs, train_set.num_classes, pretrained, ckpt)
     state, optimizer_states = _start_state(net, ckpt, args, resume_path, say)
     if args.hybridize:
         net.hybridize()
@@ -236,29 +215,8 @@ def _prepare_run(args: TrainConfig, ctxs: Sequence[mx.Context], dist: Distribute
                log, train_set, val_set, max_iter, resume_path, state)
 
 
-def _max_iter(args: TrainConfig, num_images: int, num_workers: int, say: _Console) -> int:
-    """--max_iter, or the iterations of --train_epochs (said)."""
-    if args.train_epochs is None:
-        return args.max_iter
-    max_iter = iterations_for_epochs(args.train_epochs, num_images, args.batch_size, num_workers)
-    say(f"--train_epochs {args.train_epochs}: {max_iter} iterations of batch "
-        f"{args.batch_size} x {num_workers} worker(s) over {num_images} images")
-    return max_iter
-
-
-def _build_net(args: TrainConfig, ctxs: Sequence[mx.Context], num_classes: int,
-               pretrained: Optional[str], ckpt: Optional[Checkpoint]):
-    """The model on ``ctxs``, with the head settings of the checkpoint it starts from."""
-    return build_model(num_classes, args.base_architecture, args.aspp_or_vortex,
-                       args.output_stride, pretrained_backbone=pretrained,
-                       aux=args.aux, freeze_bn=bool(args.freeze_batch_norm),
-                       decoder=args.decoder, separable=args.separable,
-                       syncbn_devices=len(ctxs) if args.syncbn else 0, ctx=ctxs,
-                       **head_settings_of(ckpt, args))
-
-
 def _start_state(net, ckpt: Optional[Checkpoint], args: TrainConfig,
-                 resume_path: Optional[str], say: _Console) -> Tuple[RunState, Any]:
+                 resume_path: Optional[str], say: Console) -> Tuple[RunState, Any]:
     """Load the starting checkpoint's weights into ``net``; the run's state and the optimizer
     states to restore (a resumed run continues; --init_checkpoint starts at 0)."""
     state = RunState(last_good=resume_path)
