@@ -152,16 +152,16 @@ def test_default_num_workers_is_four_per_device_at_most_the_cpu_count():
 def test_num_workers_flag_defaults_to_auto_and_an_explicit_value_is_kept():
     from gluon_deeplab.training.cli import build_parser, config_from_args
     from gluon_deeplab.training.config import TrainConfig
-    from gluon_deeplab.training.trainer import _loader_workers
+    from gluon_deeplab.training.run_setup import loader_workers
 
     parser = build_parser()
     assert "4 per device" in parser.format_help()
     said = []
     auto = config_from_args(parser.parse_args([]))
     assert auto.num_workers is None
-    assert _loader_workers(auto, 3, said.append) == default_num_workers(3)
+    assert loader_workers(auto, 3, said.append) == default_num_workers(3)
     assert len(said) == 1 and "worker processes" in said[0]
     explicit = config_from_args(parser.parse_args(["--num_workers", "0"]))
-    assert _loader_workers(explicit, 3, said.append) == 0 and len(said) == 1
+    assert loader_workers(explicit, 3, said.append) == 0 and len(said) == 1
     with pytest.raises(ValueError, match="--num_workers must be an integer >= 0"):
         TrainConfig(num_workers=-1).check()

@@ -44,14 +44,8 @@ def _non_negative_int(value: str) -> int:
     return number
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The trainer's flags (names of the seed project where it had them)."""
-    p = argparse.ArgumentParser(
-        prog="gluon-deeplab-train",
-        description="Train DeepLabV3 (ResNet-v2 + ASPP or Vortex pooling) for a number of "
-                    "iterations with the poly learning-rate schedule.",
-        formatter_class=DefaultsHelpFormatter)
-    g = p.add_argument_group("model")
+def _model_flags(g: argparse._ArgumentGroup) -> None:
+    """Backbone, head and starting weights."""
     g.add_argument("--base_architecture", default=D.base_architecture,
                    help="backbone: resnet18_v2 .. resnet152_v2, or the seed's resnet_v2_50 / "
                         "resnet_v2_101 spellings")
@@ -83,7 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--hybridize", type=_bool01, default=D.hybridize,
                    help="1: run the network as a hybridized graph (faster)")
 
-    g = p.add_argument_group("data")
+
+def _data_flags(g: argparse._ArgumentGroup) -> None:
+    """Dataset layout, folders, splits and loading."""
     g.add_argument("--dataset", default=D.dataset, choices=DATASET_CHOICES,
                    metavar="{" + ",".join(DATASET_NAMES) + "}",
                    help="layout: voc (VOC 2012), voc_sbd (VOC 2012 + SBD's .mat labels as "
@@ -110,7 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "device, at most the CPU count)")
     add_folder_arguments(g)
 
-    g = p.add_argument_group("schedule")
+
+def _schedule_flags(g: argparse._ArgumentGroup) -> None:
+    """Iterations, batch, learning rate and seed."""
     g.add_argument("--max_iter", type=_positive_int, default=D.max_iter,
                    help=f"number of optimizer steps (default {DEFAULT_MAX_ITER})")
     g.add_argument("--train_epochs", type=float, default=D.train_epochs,
@@ -129,7 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=D.seed,
                    help="seed of the data order, augmentation, dropout and initialization")
 
-    g = p.add_argument_group("devices")
+
+def _devices_flags(g: argparse._ArgumentGroup) -> None:
+    """Contexts, gradient reduction, SyncBN and AMP."""
     g.add_argument("--gpus", default=D.gpus,
                    help="comma-separated GPU ids, e.g. 0,1 (empty: CPU)")
     g.add_argument("--cpu_devices", type=_non_negative_int, default=D.cpu_devices,
@@ -151,7 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "scaling on GPUs, bfloat16 on CPUs that support it; weights, "
                         "checkpoints and loss stay fp32")
 
-    g = p.add_argument_group("output")
+
+def _output_flags(g: argparse._ArgumentGroup) -> None:
+    """Run folder, resume, checkpoints, validation and logging."""
     g.add_argument("--output_dir", default=D.output_dir,
                    help="folder of checkpoints, log.jsonl and curves.png (one per phase)")
     g.add_argument("--resume", default=D.resume,
@@ -172,6 +174,20 @@ def build_parser() -> argparse.ArgumentParser:
                         ".[tensorboard])")
     g.add_argument("--no_tensorboard", dest="tensorboard", action="store_false",
                    help="write no TensorBoard event files (the default writes them)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The trainer's flags (names of the seed project where it had them)."""
+    p = argparse.ArgumentParser(
+        prog="gluon-deeplab-train",
+        description="Train DeepLabV3 (ResNet-v2 + ASPP or Vortex pooling) for a number of "
+                    "iterations with the poly learning-rate schedule.",
+        formatter_class=DefaultsHelpFormatter)
+    _model_flags(p.add_argument_group("model"))
+    _data_flags(p.add_argument_group("data"))
+    _schedule_flags(p.add_argument_group("schedule"))
+    _devices_flags(p.add_argument_group("devices"))
+    _output_flags(p.add_argument_group("output"))
     return p
 
 
