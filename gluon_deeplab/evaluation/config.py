@@ -11,6 +11,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Union
 
+from ..settings import config_from_mapping
 from .crf import DenseCRF
 
 DEFAULT_DATASET = "voc"  # VOC 2012, whose val split the trainer's default run validates on
@@ -62,11 +63,7 @@ class EvalConfig:
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> EvalConfig:
         """A config from ``{field: value}`` (unknown names are an error)."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - names)
-        if unknown:
-            raise ValueError(f"unknown evaluation setting(s): {', '.join(unknown)}")
-        return cls(**dict(values))
+        return config_from_mapping(cls, values, "evaluation")
 
 
 def as_eval_config(settings: Union[EvalConfig, Mapping[str, Any]]) -> EvalConfig:

@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 from ..data import canonical_dataset_name, default_data_dir
 from ..data.folder import FOLDER_LAYOUT
 from ..models import OUTPUT_STRIDES, canonical_backbone_name, check_output_stride
+from ..settings import config_from_mapping
 
 NO_RESUME = ("", "-1", "none")
 DEFAULT_MAX_ITER = 30000
@@ -83,11 +84,7 @@ class TrainConfig:
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> TrainConfig:
         """A config from ``{field: value}`` (unknown names are an error)."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - names)
-        if unknown:
-            raise ValueError(f"unknown training setting(s): {', '.join(unknown)}")
-        return cls(**dict(values))
+        return config_from_mapping(cls, values, "training")
 
     def as_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
