@@ -33,6 +33,17 @@ def zoo_resnet50_v2_file(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def data_dir(tmp_path_factory) -> str:
+    """A small synthetic set (8 train / 2 val images of 48x64, 3 classes) for training runs;
+    a module that needs another set defines its own ``data_dir``."""
+    from gluon_deeplab.data import make_synthetic_dataset
+
+    root = str(tmp_path_factory.mktemp("tiny_synthetic") / "data")
+    make_synthetic_dataset(root, num_train=8, num_val=2, size=(48, 64), num_classes=3, seed=0)
+    return root
+
+
+@pytest.fixture(scope="session")
 def trained_synthetic(tmp_path_factory):
     """(data root, final checkpoint): resnet18_v2 + ASPP trained by the project's own trainer
     for 100 iterations on a small synthetic set (3 classes, 48x64 images); val mIoU ~0.7."""

@@ -23,18 +23,10 @@ from dist_helpers import (
     train_flags,
 )
 
-from gluon_deeplab.data import make_synthetic_dataset
 from gluon_deeplab.training.launch import launch, read_hosts, with_dist_kvstore
 from gluon_deeplab.training.launch_cli import main as launch_main
 
 TWO_WORKERS = ["--launcher", "local", "-n", "2", "-s", "1"]
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory) -> str:
-    path = str(tmp_path_factory.mktemp("dist") / "data")
-    make_synthetic_dataset(path, num_train=8, num_val=2, size=(48, 64), num_classes=3, seed=0)
-    return path
 
 
 def test_launcher_adds_a_distributed_kvstore_and_refuses_a_local_one(tmp_path):

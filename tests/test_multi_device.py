@@ -8,9 +8,7 @@ import os
 
 import mxnet as mx
 import numpy as np
-import pytest
 
-from gluon_deeplab.data import make_synthetic_dataset
 from gluon_deeplab.models import build_model
 from gluon_deeplab.params import parameter_arrays
 from gluon_deeplab.training import train
@@ -19,13 +17,6 @@ from gluon_deeplab.training.mixed_precision import init_amp_trainer
 from gluon_deeplab.training.multi_device import choose_kvstore, distributed_worker, nccl_available
 from gluon_deeplab.training.optim import make_trainer
 from gluon_deeplab.training.step import forward_backward
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    root = str(tmp_path_factory.mktemp("multi") / "data")
-    make_synthetic_dataset(root, num_train=8, num_val=2, size=(48, 64), num_classes=3, seed=0)
-    return root
 
 
 def run_settings(data_dir, output_dir, **overrides):

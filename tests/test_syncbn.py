@@ -138,15 +138,6 @@ def test_a_checkpoint_saved_with_the_old_input_bn_loads_unchanged(tmp_path, monk
         np.testing.assert_array_equal(got[name].asnumpy(), want[name].asnumpy(), err_msg=name)
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    from gluon_deeplab.data import make_synthetic_dataset
-
-    root = str(tmp_path_factory.mktemp("syncbn") / "data")
-    make_synthetic_dataset(root, num_train=8, num_val=2, size=(48, 64), num_classes=3, seed=0)
-    return root
-
-
 def flags(data_dir, output_dir, *extra):
     return ["--dataset", "synthetic", "--data_dir", data_dir, "--output_dir", str(output_dir),
             "--base_architecture", "resnet18_v2", "--crop_size", str(CROP), "--num_workers",

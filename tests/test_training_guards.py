@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 
 from gluon_deeplab.checkpoint import load_checkpoint
-from gluon_deeplab.data import make_synthetic_dataset
 from gluon_deeplab.training import main
 from gluon_deeplab.training.lock import LOCK_FILE, FolderLock, FolderLocked
 from gluon_deeplab.training.run_folder import list_checkpoints
@@ -22,13 +21,6 @@ from gluon_deeplab.training.run_folder import list_checkpoints
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = os.path.join(ROOT, "scripts", "train.py")
 TIMEOUT = 300  # seconds: a hang becomes a failure
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    root = str(tmp_path_factory.mktemp("guards") / "data")
-    make_synthetic_dataset(root, num_train=8, num_val=2, size=(48, 64), num_classes=3, seed=0)
-    return root
 
 
 def flags(data_dir, output_dir, *extra):
