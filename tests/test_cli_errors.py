@@ -211,7 +211,7 @@ def test_int8_export_says_when_the_split_has_fewer_calibration_images(trained_sy
 
 def test_export_help_shows_each_default_once():
     text = build_export_parser().format_help()
-    for shown in ("(default: 20)", "(default: naive)", "(default: auto)", "(default: voc)",
+    for shown in ("(default: 20)", "(default: naive)", "(default: int8)", "(default: voc)",
                   "(default: train)"):
         assert shown in " ".join(text.split()), shown
     assert "(default: the" not in text and text.count("(default") == text.count("(default:")
