@@ -76,7 +76,7 @@ def test_dmlc_tracker_fails_unpatched_and_runs_patched(tmp_path):
     assert failure is not None and "exited with code 1" in failure
 
 
-def test_two_local_workers_train_through_the_tracker_as_the_old_launcher_did(tmp_path, data_dir,
+def test_two_local_workers_train_through_the_tracker_to_the_recorded_weights(tmp_path, data_dir,
                                                                              read_tensorboard):
     out = tmp_path / "run"
     start = time.monotonic()
@@ -84,8 +84,8 @@ def test_two_local_workers_train_through_the_tracker_as_the_old_launcher_did(tmp
     seconds = time.monotonic() - start
     assert result.returncode == 0, outcome(result)
     rank0 = check_finished_in_lockstep(out, 3)
-    with open(os.path.join(ROOT, "tests", "data", "dist_rank0_old_launcher.json")) as f:
-        old = json.load(f)  # worker 0 of the same run started by the launcher this replaced
+    with open(os.path.join(ROOT, "tests", "data", "dist_rank0_reference.json")) as f:
+        old = json.load(f)  # worker 0 of the same run, as recorded (see its "about")
     assert sorted(old["sums"]) == sorted(rank0)
     for name, (total, squares) in old["sums"].items():
         values = rank0[name].asnumpy().astype(np.float64)
