@@ -11,6 +11,7 @@ import numpy as np
 
 from gluon_deeplab.models import build_model
 from gluon_deeplab.params import parameter_arrays
+from gluon_deeplab.training import step as step_module
 from gluon_deeplab.training import train
 from gluon_deeplab.training.loss import SegmentationLoss, count_valid_pixels
 from gluon_deeplab.training.mixed_precision import init_amp_trainer
@@ -76,6 +77,21 @@ def test_the_loss_is_read_from_the_device_only_at_the_log_interval(data_dir, tmp
     with open(tmp_path / "run" / "log.jsonl", encoding="utf-8") as f:
         losses = [r["loss"] for r in map(json.loads, f) if r["kind"] == "train"]
     assert len(losses) == 2 and all(np.isfinite(losses))
+
+
+def test_the_kvstore_gives_every_device_the_starting_weights_before_the_first_forward(
+        data_dir, tmp_path, monkeypatch):
+    # Gluon would do it inside the first step, with the first gradients already queued: with a
+    # distributed kvstore a worker's pull of its starting weights then raced them (test_dist).
+    events = []
+    real_init, real_step = mx.gluon.Trainer._init_params, step_module._forward_backward
+    monkeypatch.setattr(mx.gluon.Trainer, "_init_params",
+                        lambda self: events.append("kvstore init") or real_init(self))
+    monkeypatch.setattr(step_module, "_forward_backward",
+                        lambda *args: events.append("forward") or real_step(*args))
+    train(run_settings(data_dir, tmp_path / "run", max_iter=2, cpu_devices=2,
+                       freeze_batch_norm=1))
+    assert events == ["kvstore init", "forward", "forward"]
 
 
 class OverflowingLoss(SegmentationLoss):

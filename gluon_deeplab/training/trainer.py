@@ -21,6 +21,7 @@ from ..checkpoint import (
     atomic_write,
     load_checkpoint,
     load_model_weights,
+    ready_trainer,
     restore_trainer_states,
     save_checkpoint,
 )
@@ -199,6 +200,7 @@ def _prepare_run(args: TrainConfig, ctxs: Sequence[mx.Context], dist: Distribute
                            args.head_lr_mult, dist.kvstore)
     if amp_dtype:
         init_amp_trainer(trainer)
+    ready_trainer(trainer)  # before the first forward: every worker starts from rank 0's weights
     if optimizer_states:
         restore_trainer_states(trainer, optimizer_states, net)
     sync_running_stats = RunningStatsSync(
