@@ -24,7 +24,7 @@ import os
 import platform
 import sys
 from dataclasses import dataclass
-from typing import Callable, FrozenSet, Mapping, NamedTuple, Optional, Tuple
+from typing import Callable, Dict, FrozenSet, Mapping, NamedTuple, Optional, Tuple
 
 from .cpuinfo import cpu_flags
 from .errors import error_line
@@ -202,33 +202,55 @@ elif dtype == "int8":
 net(x).wait_to_read()
 """
 _VERBOSE_DTYPES = {"float32": ("f32",), "bfloat16": ("bf16",), "int8": ("s8", "u8")}
+# oneDNN's info line ("isa:Intel AVX2") in the names its kernels use, most capable first
+_INFO_ISA = (("AMX", "avx512_core_amx"), ("bfloat16", "avx512_core_bf16"),
+             ("AVX-512", "avx512_core"), ("AVX2", "avx2"), ("SSE4.1", "sse41"))
 
 
-def isa_from_verbose(text: str, dtype: str = "float32") -> Optional[str]:
-    """The ISA of the ``dtype`` convolutions in oneDNN verbose output: the most frequent of
-    'avx2' (``jit:avx2``), 'avx512_core_amx' (``brgconv:avx512_core_amx``), ...; where no
-    implementation names one, the most frequent as it is ('x64:gemm:jit'); None when no
-    ``dtype`` convolution ran."""
-    from collections import Counter
+def _kernel_isa(implementation: str) -> str:
+    """``brgconv:avx512_core_amx`` -> ``avx512_core_amx``; '' for gemm / reference kernels."""
+    isa = implementation.rsplit(":", 1)[-1]
+    return isa if isa.startswith(("avx", "sse", "amx")) else ""
 
-    found: Counter = Counter()
-    unnamed: Counter = Counter()
+
+def _is_src_dtype(memory: str, dtype: str) -> bool:
+    """Whether a verbose line's memory field (``src_f32::blocked...`` in oneDNN 2.x,
+    ``src:f32::blocked...`` in 3.x) has a ``dtype`` source."""
+    return any(memory.startswith((f"src_{t}:", f"src:{t}")) for t in _VERBOSE_DTYPES[dtype])
+
+
+def isa_from_verbose(text: str, dtype: Optional[str] = None) -> Optional[str]:
+    """The ISA of the convolutions that ran longest in oneDNN verbose output (MXNet's oneDNN
+    2.x lines and PyTorch's 3.x ones), in oneDNN's kernel names: ``jit:avx2`` -> 'avx2',
+    ``brgconv:avx512_core_amx`` -> 'avx512_core_amx'. ``dtype`` ('float32', 'bfloat16',
+    'int8') counts only convolutions of that source type. Where only gemm or reference
+    kernels ran, the CPU's ISA from oneDNN's info line; None when no such convolution ran."""
+    seconds: Dict[str, float] = {}
+    cpu_isa, unnamed = "", ""
     for line in text.splitlines():
         fields = line.split(",")
-        if len(fields) < 7 or fields[1] != "exec" or fields[3] != "convolution":
+        if "info" in fields and ",isa:" in line:
+            info = line.split(",isa:", 1)[1]
+            cpu_isa = next((isa for key, isa in _INFO_ISA if key in info), info)
+        if "exec" not in fields:
             continue
-        src = fields[6].split()[0] if fields[6].split() else ""
-        if not any(src.startswith(f"src_{t}:") for t in _VERBOSE_DTYPES[dtype]):
+        i = fields.index("exec")
+        if len(fields) < i + 7 or fields[i + 2] != "convolution":
             continue
-        impl = fields[4].split(":")
-        if len(impl) > 1 and impl[-1] not in ("jit", "ref", "any"):
-            found[impl[-1]] += 1
-        else:
-            unnamed[fields[4]] += 1
-    for counts in (found, unnamed):
-        if counts:
-            return counts.most_common(1)[0][0]
-    return None
+        if dtype is not None and not _is_src_dtype(fields[i + 5], dtype):
+            continue
+        isa = _kernel_isa(fields[i + 3])
+        unnamed = unnamed or fields[i + 3]
+        try:
+            seconds[isa] = seconds.get(isa, 0.0) + float(fields[-1])
+        except ValueError:
+            seconds.setdefault(isa, 0.0)
+    if not seconds:
+        return None
+    named = {isa: t for isa, t in seconds.items() if isa}
+    if named:
+        return max(named, key=named.get)
+    return cpu_isa or unnamed
 
 
 def onednn_isa(dtype: str = "float32", timeout: float = 300) -> str:

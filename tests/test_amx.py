@@ -284,8 +284,7 @@ def test_simulated_kernel_refusal_runs_without_amx_and_says_why():
     ("dnnl_verbose,exec,cpu,convolution,jit_uni_int8:avx2,forward_inference,"
      "src_s8::blocked:acdb:f0 wei_s8::blocked:ABcd2b8a4b:f3,,alg:x,mb1,0.1", "int8", "avx2"),
     ("dnnl_verbose,exec,cpu,convolution,x64:gemm:jit,forward_inference,"
-     "src_f32::blocked:abcd:f0 wei_f32::blocked:abcd:f0,,alg:x,mb1,0.1", "float32",
-     "x64:gemm:jit"),
+     "src_f32::blocked:abcd:f0 wei_f32::blocked:abcd:f0,,alg:x,mb1,0.1", "float32", "avx2"),
     ("dnnl_verbose,exec,cpu,reorder,jit:uni,undef,src_f32::blocked:abcd:f0,,,1x4,0.1",
      "float32", None),
     ("dnnl_verbose,exec,cpu,convolution,jit:avx2,forward_inference,src_f32::blocked:a:f0,,,"
@@ -294,6 +293,35 @@ def test_simulated_kernel_refusal_runs_without_amx_and_says_why():
 def test_isa_is_read_from_the_verbose_convolution_lines(verbose, dtype, expected):
     assert amx.isa_from_verbose("dnnl_verbose,info,cpu,isa:Intel AVX2\n" + verbose,
                                 dtype) == expected
+
+
+MXNET_LOG = """\
+dnnl_verbose,info,oneDNN v2.4.4 (commit 5818c40f07bdb6307f9bc64e929836fe036da644)
+dnnl_verbose,info,cpu,isa:Intel AVX-512 with AVX512BW, AVX512VL, and AVX512DQ extensions
+dnnl_verbose,exec,cpu,convolution,jit:avx512_core,forward_training,src_f32::blocked,,,mb1,2.5
+dnnl_verbose,exec,cpu,convolution,brgconv:avx512_core_amx,forward_inference,src_bf16,,,mb1,9.0
+dnnl_verbose,exec,cpu,convolution,jit_int8:avx512_core_amx,forward_inference,src_u8,,,mb1,4.0
+dnnl_verbose,exec,cpu,reorder,jit:uni,undef,src_f32::blocked:abcd:f0,,,1x3x8x8,50.0
+"""
+TORCH_LOG = """\
+onednn_verbose,v1,info,cpu,isa:Intel AVX2
+onednn_verbose,v1,primitive,exec,cpu,convolution,brg_conv_fwd:avx2,forward_training,src:f32,,,mb1,3.1
+"""
+
+
+def test_isa_is_that_of_the_convolutions_that_ran_longest():
+    assert amx.isa_from_verbose(MXNET_LOG) == "avx512_core_amx"  # 13 ms AMX vs 2.5 ms AVX-512
+    assert amx.isa_from_verbose(MXNET_LOG, "float32") == "avx512_core"
+    assert amx.isa_from_verbose(TORCH_LOG) == "avx2"  # PyTorch's oneDNN 3.x layout
+    assert amx.isa_from_verbose(TORCH_LOG, "float32") == "avx2"
+
+
+def test_isa_falls_back_to_the_cpu_line_without_a_jit_convolution():
+    gemm_only = ("dnnl_verbose,info,cpu,isa:Intel AVX2\n"
+                 "dnnl_verbose,exec,cpu,convolution,x64:gemm:jit,forward_inference,,,,mb1,0.4\n")
+    assert amx.isa_from_verbose(gemm_only) == "avx2"
+    assert amx.isa_from_verbose(gemm_only.split("\n", 1)[1]) == "x64:gemm:jit"  # no info line
+    assert amx.isa_from_verbose("dnnl_verbose,info,cpu,isa:Intel AVX2\n") is None
 
 
 def test_onednn_isa_names_the_isa_of_fp32_and_int8_convolutions_here():

@@ -1,4 +1,4 @@
-"""scripts/bench.py beyond --quick (tests/test_deploy.py): the ISA column, the PyTorch peer's
+"""scripts/bench.py beyond --quick (tests/test_deploy.py): the PyTorch peer's
 plumbing (without PyTorch), --gpus, and the SyncBN rows."""
 
 from __future__ import annotations
@@ -8,32 +8,6 @@ import pytest
 from gluon_deeplab.bench import BenchConfig, BenchRow, run_benchmark
 from gluon_deeplab.bench import rows as bench_rows
 from gluon_deeplab.bench.cli import bench_main
-from gluon_deeplab.bench.isa import isa_from_verbose
-
-MXNET_LOG = """\
-dnnl_verbose,info,oneDNN v2.4.4 (commit 5818c40f07bdb6307f9bc64e929836fe036da644)
-dnnl_verbose,info,cpu,isa:Intel AVX-512 with AVX512BW, AVX512VL, and AVX512DQ extensions
-dnnl_verbose,exec,cpu,convolution,jit:avx512_core,forward_training,src_f32::blocked,,,mb1,2.5
-dnnl_verbose,exec,cpu,convolution,brgconv:avx512_core_amx,forward_inference,src_bf16,,,mb1,9.0
-dnnl_verbose,exec,cpu,convolution,jit_int8:avx512_core_amx,forward_inference,src_u8,,,mb1,4.0
-dnnl_verbose,exec,cpu,reorder,jit:uni,undef,src_f32::blocked:abcd:f0,,,1x3x8x8,50.0
-"""
-TORCH_LOG = """\
-onednn_verbose,v1,info,cpu,isa:Intel AVX2
-onednn_verbose,v1,primitive,exec,cpu,convolution,brg_conv_fwd:avx2,forward_training,src:f32,,,mb1,3.1
-"""
-
-
-def test_isa_is_that_of_the_convolutions_that_ran_longest():
-    assert isa_from_verbose(MXNET_LOG) == "avx512_core_amx"  # 13 ms AMX vs 2.5 ms AVX-512
-    assert isa_from_verbose(TORCH_LOG) == "avx2"  # PyTorch's oneDNN 3.x layout
-
-
-def test_isa_falls_back_to_the_cpu_line_without_a_jit_convolution():
-    gemm_only = ("dnnl_verbose,info,cpu,isa:Intel AVX2\n"
-                 "dnnl_verbose,exec,cpu,convolution,x64:gemm:jit,forward_inference,,,,mb1,0.4\n")
-    assert isa_from_verbose(gemm_only) == "avx2"
-    assert isa_from_verbose("") == ""
 
 
 def test_bench_peer_torch_without_torch_is_a_one_line_error(monkeypatch, tmp_path, capsys):

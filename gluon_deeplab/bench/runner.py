@@ -14,7 +14,8 @@ import resource
 from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from .isa import isa_from_verbose, verbose_log
+from ..amx import isa_from_verbose
+from .isa import verbose_log
 
 FAILED = "failed:"  # note of a row whose case failed
 
@@ -67,7 +68,7 @@ def _case_in_child(conn, name: str, kwargs: dict) -> None:
         _reset_peak_memory()
         with verbose_log() as log:
             result = CASES[name](**kwargs)
-        conn.send(("ok", result, peak_memory_mib(), isa_from_verbose(log[0])))
+        conn.send(("ok", result, peak_memory_mib(), isa_from_verbose(log[0]) or ""))
     except BaseException as err:  # reported by the parent as this row's failure
         lines = str(err).strip().splitlines() or [""]
         conn.send(("error", f"{type(err).__name__}: {lines[-1]}", None, ""))
