@@ -201,6 +201,8 @@ elif dtype == "int8":
                           data_shapes=[mx.io.DataDesc("data", x.shape)])
 net(x).wait_to_read()
 """
+# oneDNN turns its verbose log on by one of these: 2.x (MXNet), 3.x (PyTorch), the old name
+VERBOSE_VARIABLES = ("DNNL_VERBOSE", "ONEDNN_VERBOSE", "MKLDNN_VERBOSE")
 _VERBOSE_DTYPES = {"float32": ("f32",), "bfloat16": ("bf16",), "int8": ("s8", "u8")}
 # oneDNN's info line ("isa:Intel AVX2") in the names its kernels use, most capable first
 _INFO_ISA = (("AMX", "avx512_core_amx"), ("bfloat16", "avx512_core_bf16"),
@@ -264,7 +266,7 @@ def onednn_isa(dtype: str = "float32", timeout: float = 300) -> str:
         raise ValueError(f"dtype must be one of {', '.join(_VERBOSE_DTYPES)}, got {dtype!r}")
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     path = os.pathsep.join(p for p in (repo, os.environ.get("PYTHONPATH")) if p)
-    env = dict(os.environ, DNNL_VERBOSE="1", MKLDNN_VERBOSE="1", PYTHONPATH=path)
+    env = dict(os.environ, PYTHONPATH=path, **{name: "1" for name in VERBOSE_VARIABLES})
     proc = subprocess.run([sys.executable, "-c", _ISA_PROBE, dtype], capture_output=True,
                           text=True, env=env, timeout=timeout)
     if proc.returncode != 0:

@@ -15,7 +15,7 @@ import sys
 import tempfile
 from typing import Iterator, List
 
-VERBOSE_VARIABLES = ("DNNL_VERBOSE", "ONEDNN_VERBOSE", "MKLDNN_VERBOSE")
+from ..amx import VERBOSE_VARIABLES
 
 
 @contextlib.contextmanager
