@@ -61,7 +61,8 @@ class Promise:
 
 
 VOC_HOME = "mxnet_home/datasets/voc"
-MIOU = r"mIoU\s+0\.\d{4}"
+TRAIN_MIOU = r"mIoU\s+0\.\d{4}"  # the trainer's validation line
+EVAL_REPORT = (r"\nmIoU\s+\d{1,3}\.\d\d\n", r"\(\d+ images, ")  # eval.py's table (in %)
 # Each documented command that runs (matched by the longest entry that starts its text), and
 # what it promises.
 PROMISES = {
@@ -75,23 +76,23 @@ PROMISES = {
     "python scripts/make_synthetic.py --output runs/shapes": Promise(
         ("runs/shapes/JPEGImages/*.jpg", "runs/shapes/ImageSets/Segmentation/*.txt"), count=2),
     "python scripts/train.py --dataset folder": Promise(
-        ("runs/mymodel/final.params", "runs/mymodel/log.jsonl"), (MIOU,)),
+        ("runs/mymodel/final.params", "runs/mymodel/log.jsonl"), (TRAIN_MIOU,)),
     "python scripts/predict.py --checkpoint runs/mymodel": Promise(
         ("runs/mypredictions/masks/*.png", "runs/mypredictions/overlays/*.png",
          "runs/mypredictions/panels/*.png"), (r"wrote [1-9]\d* masks",), count=6),
     "python scripts/export.py --checkpoint runs/mymodel": Promise(
         ("runs/myexport/deeplab-symbol.json", "runs/myexport/deeplab-0000.params",
          "runs/myexport/deeplab-meta.json")),
-    "python scripts/eval.py --exported runs/myexport/deeplab": Promise(output=(MIOU,)),
+    "python scripts/eval.py --exported runs/myexport/deeplab": Promise(output=EVAL_REPORT),
     "import mxnet as mx\nnet = mx.gluon.SymbolBlock.imports(\"runs/myexport": Promise(),
     "python scripts/train.py --dataset voc_sbd": Promise(
-        ("runs/phase1_by_hand/final.params",), (MIOU,)),
+        ("runs/phase1_by_hand/final.params",), (TRAIN_MIOU,)),
     "MAX_ITER=4 DATASET=synthetic": Promise(
         ("runs/smoke/phase1_os16/final.params", "runs/smoke/phase2_os8/final.params")),
     "python scripts/launch_dist.py -n 2 -s 1": Promise(
         ("runs/dist/final.params", "runs/dist/final-rank1.params")),
     "python scripts/eval.py --checkpoint runs/deeplabv3/phase2_os8 --output_stride 8": Promise(
-        ("runs/eval/val.json", "runs/eval/val_masks/*.png"), (MIOU,)),
+        ("runs/eval/val.json", "runs/eval/val_masks/*.png"), EVAL_REPORT),
     "python scripts/predict.py --checkpoint runs/deeplabv3/phase2_os8 runs/photos": Promise(
         ("runs/predictions/masks/street.png", "runs/predictions/panels/street.png")),
     "python scripts/ensemble.py": Promise(("runs/voted/street.png",), (r"wrote 1 voted masks",)),
