@@ -162,7 +162,7 @@ def enable() -> AmxStatus:
     if decision.set_variable:
         try:
             latch_max_isa(AMX_ISA)
-        except Exception as err:  # an optional speed-up must not break the import
+        except Exception as err:  # optional kernels must not break the import
             status_ = AmxStatus(False, f"oneDNN could not be set up for AMX "
                                        f"({error_line(err)})")
         if mxnet_first and status_.enabled:
