@@ -15,6 +15,19 @@ def _seed_everything():
     np.random.seed(0)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _cache_in_tmp(tmp_path_factory):
+    """The bf16 probe's cache (bf16_probe.py) in a folder of this session, for every process
+    the tests start too: no test reads or writes the user's ~/.cache."""
+    previous = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg_cache"))
+    yield
+    if previous is None:
+        del os.environ["XDG_CACHE_HOME"]
+    else:
+        os.environ["XDG_CACHE_HOME"] = previous
+
+
 @pytest.fixture(scope="session")
 def zoo_resnet50_v2_file(tmp_path_factory):
     """A file saved from the model zoo's resnet50_v2, like ``resnet50_v2-81a4e66a.params``."""
