@@ -5,7 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from gluon_deeplab.mxnet_builds import BUILD_ARCHS, GpuInfo, kernel_verdict, query_gpus
+from gluon_deeplab.mxnet_builds import (
+    BUILD_ARCHS,
+    BUILDS,
+    GpuInfo,
+    kernel_verdict,
+    query_gpus,
+)
 
 
 @pytest.mark.parametrize("cc, runs, line", [
@@ -22,13 +28,14 @@ def test_cu117_runs_volta_to_ada_and_nothing_from_hopper_on(cc, runs, line):
     assert kernel_verdict("cu117", cc) == (runs, line)
 
 
-def test_builds_known_only_from_their_build_config_say_so():
-    config = " (by MXNet's build config)"
-    assert kernel_verdict("cu102", (7, 5)) == (True, "sm_75 kernels: runs" + config)
-    runs, line = kernel_verdict("cu102", (8, 6))
-    assert not runs and line.startswith("no kernels for sm_86: install .[cu117]")
-    assert kernel_verdict("cu110", (8, 6)) == (True, "sm_80 kernels: runs" + config)
+def test_older_builds_have_their_own_lists_and_point_to_cu117_where_it_runs():
+    assert kernel_verdict("cu102", (7, 5)) == (True, "sm_75 kernels: runs")
+    assert kernel_verdict("cu102", (3, 7)) == (True, "sm_30 kernels: runs")  # K80
+    assert kernel_verdict("cu102", (8, 6)) == (
+        False, "no kernels for sm_86: install .[cu117] (README, Install)")
+    assert kernel_verdict("cu110", (8, 6)) == (True, "sm_80 kernels: runs")
     assert not any(archs.ptx for archs in BUILD_ARCHS.values())
+    assert set(BUILD_ARCHS) == {b for b in BUILDS if b != "cpu"}
 
 
 def test_a_build_of_unknown_kernels_is_not_refused_and_the_cpu_build_always_is():
