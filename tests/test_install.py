@@ -192,6 +192,12 @@ def test_the_model_api_without_mxnet_names_the_install_commands(no_mxnet_path):
     assert "pip install -e .[cpu]" in MXNET_MISSING and ".[cu117]" in MXNET_MISSING
 
 
+def test_a_command_without_mxnet_ends_in_one_line_not_a_traceback(no_mxnet_path):
+    done = run_without_mxnet(no_mxnet_path, "scripts/train.py", "--gpus", "0")
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr.splitlines() == [f"train.py: error: {MXNET_MISSING}"]
+
+
 # -- --gpus on MXNet's CPU build -------------------------------------------------------------
 def test_gpus_on_the_cpu_build_says_which_cuda_build_to_install(monkeypatch, fake_nvidia_smi):
     assert not mx.runtime.Features().is_enabled("CUDA")  # the CPU wheel installed here
