@@ -71,18 +71,22 @@ def preload(libraries: Sequence[Tuple[str, str]] = CUDA11_LIBRARIES,
 def missing_line(err: OSError, distribution: str, build: str) -> str:
     """One line for an OSError of loading ``libmxnet.so``: the missing library and the command
     that installs it (every missing one of the build's, where several are)."""
-    found = _SONAME.search(str(err))
-    name = found.group(1) if found else ""
+    text = error_text(err)
     head = f"import mxnet ({distribution} {MXNET_VERSION}) fails"
+    # The loader's message: "libcudnn.so.8: cannot open shared object file: ...".
+    found = _SONAME.match(text)
+    if found is None or "cannot open shared object" not in text:
+        return f"{head}: {text}"
+    name = found.group(1)
     if name == DRIVER:
         return (f"{head}: {DRIVER} (the NVIDIA driver) is missing: install the driver (or run "
                 "the container with --gpus all), or the CPU build (README, Install)")
     if build not in PIP_CUDA_BUILDS:
-        return (f"{head}: {name or error_text(err)} not found: {distribution} needs the "
-                "system's CUDA and cuDNN of its version (no pip wheels fit it: README, Install)")
+        return (f"{head}: {name} not found: {distribution} needs the system's CUDA, cuDNN "
+                "and NCCL of its version (no pip wheels fit it: README, Install)")
     missing = [lib for lib in CUDA11_LIBRARIES if lib[0] not in LOADED]
     if name not in [soname for soname, _ in missing]:
-        return f"{head}: {error_text(err)}"
+        return f"{head}: {text}"
     wheels = sorted({CUDA11_WHEELS[folder] for _, folder in missing})
     return (f"{head}: {', '.join(soname for soname, _ in missing)} not found: pip install "
             f"{' '.join(wheels)} (pip install -e '.[{build}]' installs them all)")

@@ -12,6 +12,7 @@ import sys
 
 import pytest
 
+from gluon_deeplab.cuda_libs import missing_line
 from gluon_deeplab.mxnet_builds import CUDA11_LIBRARIES, CUDA11_WHEELS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -177,3 +178,13 @@ def test_the_compute_capability_comes_from_the_driver_as_mxnet_sees_the_gpus(tmp
     assert no_gpu.stdout.strip() == "[]"
     no_driver = _python(tmp_path, code.replace(str(driver), str(tmp_path / "none.so")))
     assert no_driver.stdout.strip() == "[]"
+
+
+def test_builds_without_wheels_and_other_load_errors_are_one_line_too():
+    gone = OSError("libcudart.so.11.0: cannot open shared object file: No such file or directory")
+    assert missing_line(gone, "mxnet-cu114", "cu114") == (
+        "import mxnet (mxnet-cu114 1.9.1) fails: libcudart.so.11.0 not found: mxnet-cu114 needs "
+        "the system's CUDA, cuDNN and NCCL of its version (no pip wheels fit it: README, Install)")
+    other = OSError("/x/mxnet/libmxnet.so: undefined symbol: cudnnFoo\nmore")
+    assert missing_line(other, "mxnet-cu117", "cu117") == (
+        "import mxnet (mxnet-cu117 1.9.1) fails: /x/mxnet/libmxnet.so: undefined symbol: cudnnFoo")
