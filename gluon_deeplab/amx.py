@@ -162,7 +162,7 @@ def enable() -> AmxStatus:
     if decision.set_variable:
         try:
             latch_max_isa(AMX_ISA)
-        except Exception as err:  # an optional speed-up must not break the import
+        except Exception as err:  # optional kernels must not break the import
             status_ = AmxStatus(False, f"oneDNN could not be set up for AMX "
                                        f"({error_line(err)})")
         if mxnet_first and status_.enabled:
@@ -255,6 +255,14 @@ def isa_from_verbose(text: str, dtype: Optional[str] = None) -> Optional[str]:
     return cpu_isa or unnamed
 
 
+def child_environment(extra: Mapping[str, str]) -> Dict[str, str]:
+    """This process's environment plus ``extra``, with this copy of gluon_deeplab first on
+    ``PYTHONPATH``: for a child probe that imports it (and so sets AMX as it does here)."""
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    path = os.pathsep.join(p for p in (repo, os.environ.get("PYTHONPATH")) if p)
+    return dict(os.environ, **extra, PYTHONPATH=path)
+
+
 def onednn_isa(dtype: str = "float32", timeout: float = 300) -> str:
     """The ISA oneDNN runs a ``dtype`` ('float32', 'bfloat16', 'int8') convolution on here,
     e.g. 'avx2', 'avx512_core', 'avx512_core_amx': a tiny network in a child process that
@@ -264,9 +272,7 @@ def onednn_isa(dtype: str = "float32", timeout: float = 300) -> str:
 
     if dtype not in _VERBOSE_DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(_VERBOSE_DTYPES)}, got {dtype!r}")
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    path = os.pathsep.join(p for p in (repo, os.environ.get("PYTHONPATH")) if p)
-    env = dict(os.environ, PYTHONPATH=path, **{name: "1" for name in VERBOSE_VARIABLES})
+    env = child_environment({name: "1" for name in VERBOSE_VARIABLES})
     proc = subprocess.run([sys.executable, "-c", _ISA_PROBE, dtype], capture_output=True,
                           text=True, env=env, timeout=timeout)
     if proc.returncode != 0:

@@ -18,7 +18,7 @@ import shutil
 import sys
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
-from . import amx, cuda_libs
+from . import amx, bf16_probe, cuda_libs
 from .amx import AmxStatus
 from .cli_help import DefaultsHelpFormatter
 from .cpuinfo import cpu_flags, cpu_name
@@ -160,7 +160,7 @@ def package_section(names: Sequence[str] = PACKAGES) -> Dict[str, Any]:
 def collect() -> Report:
     """The whole report of this machine."""
     mxnet = mxnet_section()
-    return {
+    report: Report = {
         "mxnet": mxnet,
         "gpu": gpu_section(run_nvidia_smi(GPU_QUERY), run_nvidia_smi(),
                            shutil.which("nvidia-smi") is not None, mxnet["build"]),
@@ -168,6 +168,9 @@ def collect() -> Report:
         "paths": paths_section(mxnet_home()),
         "packages": package_section(),
     }
+    # bf16's speed against fp32 here: probed once per CPU and MXNet build, then cached
+    report["cpu"]["bf16_speed"] = bf16_probe.report()
+    return report
 
 
 def _text(value: Any) -> str:

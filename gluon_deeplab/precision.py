@@ -1,13 +1,13 @@
 """Low precision on this machine: can oneDNN run bfloat16 here, and the bf16 conversion itself.
 
-MXNet 1.9's oneDNN runs bfloat16 convolutions only on AVX-512 CPUs, and is faster than fp32
-only on AMX (``amx_bf16``, with the kernel's permission: see :mod:`.amx`). With
-``avx512_bf16`` but no AMX (Intel Cooper Lake, AMD Zen 4/5) it runs ``avx512_core_bf16``
-kernels with a cast around every convolution of a pre-activation ResNet, and is slower than
-fp32; on plain AVX-512 it is emulated (correct, slower than fp32). On an AVX2-only CPU the
-convolution has no kernel at all ("could not create a primitive descriptor"), so bf16 is
-refused there. The CPU flags and the AMX status only explain the answer; a tiny bf16
-convolution run once per process decides it.
+MXNet 1.9's oneDNN runs bfloat16 convolutions only on AVX-512 CPUs: with AMX (``amx_bf16``,
+with the kernel's permission: see :mod:`.amx`), with ``avx512_bf16`` (Intel Cooper Lake, AMD
+Zen 4/5), or emulated on plain AVX-512. On an AVX2-only CPU the convolution has no kernel at
+all ("could not create a primitive descriptor"), so bf16 is refused there. A tiny bf16
+convolution run once per process decides whether bf16 runs; the CPU flags and the AMX status
+only explain the answer. Whether it runs faster than fp32 is not known from the flags (bf16
+without AMX measured 1.6-1.8x fp32 at 513x513 on a Zen 5, 0.4x at 64x64): :mod:`.bf16_probe`
+measures it.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import warnings
 from dataclasses import dataclass
-from typing import Optional
+from typing import FrozenSet, Optional
 
 import mxnet as mx
 from mxnet.gluon import HybridBlock, SymbolBlock, nn
@@ -33,11 +33,10 @@ class PrecisionUnavailable(ValueError):
 
 @dataclass(frozen=True)
 class Bf16Support:
-    """Whether bfloat16 runs here, whether faster than fp32 (only on AMX), and a one-line
-    reason (why it is slower, where it is)."""
+    """Whether bfloat16 runs here, and a one-line reason: why not, or on which kernels (AMX,
+    avx512_bf16, emulated). Nothing about its speed: see :mod:`.bf16_probe`."""
 
     ok: bool
-    fast: bool
     reason: str
 
 
@@ -58,26 +57,32 @@ def _bf16_probe() -> Optional[str]:
     return None
 
 
+def unavailable_reason(failure: str, flags: FrozenSet[str]) -> str:
+    """Why bf16 cannot run on this CPU (one line), from the failure of a bf16 convolution."""
+    if flags and not AVX512_CORE <= flags:
+        isa = "AVX2" if "avx2" in flags else "no AVX2"
+        return f"{cpu_name()} has no bf16 kernels in MXNet's oneDNN ({isa}, no AVX-512)"
+    return f"{cpu_name()} cannot run a bfloat16 convolution ({failure})"
+
+
+def kernels_reason(flags: FrozenSet[str]) -> str:
+    """Which bf16 kernels oneDNN has here, where bf16 runs: AMX, avx512_bf16 or emulated."""
+    amx_on, amx_why = amx.status()
+    if amx_on:
+        return f"{cpu_name()}: bf16 on AMX"
+    if "avx512_bf16" in flags:
+        return f"{cpu_name()}: bf16 on avx512_bf16, AMX off ({amx_why})"
+    return f"{cpu_name()}: bf16 emulated on AVX-512 (no avx512_bf16, no AMX)"
+
+
 @functools.lru_cache(maxsize=1)
 def bf16_support() -> Bf16Support:
-    """Can this CPU run bfloat16 convolutions in MXNet's oneDNN (probed once per process),
-    and faster than fp32 (only with AMX on)."""
+    """Can this CPU run bfloat16 convolutions in MXNet's oneDNN (probed once per process)."""
     flags = cpu_flags()
     failure = _bf16_probe()
     if failure is not None:
-        if flags and not AVX512_CORE <= flags:
-            why = "has no AVX-512, which oneDNN's bfloat16 convolution needs"
-        else:
-            why = f"cannot run a bfloat16 convolution ({failure})"
-        return Bf16Support(False, False, f"{cpu_name()} {why}")
-    amx_on, amx_why = amx.status()
-    if amx_on:
-        return Bf16Support(True, True, f"{cpu_name()}: bf16 on AMX")
-    if "avx512_bf16" in flags:
-        return Bf16Support(True, False, f"{cpu_name()}: avx512_bf16 without AMX ({amx_why}): "
-                                        "MXNet 1.9's bf16 is slower than fp32 here")
-    return Bf16Support(True, False, f"{cpu_name()}: bf16 emulated on AVX-512 (no avx512_bf16, "
-                                    "no AMX): correct but slower than fp32")
+        return Bf16Support(False, unavailable_reason(failure, flags))
+    return Bf16Support(True, kernels_reason(flags))
 
 
 def require_bf16(flag: str) -> Bf16Support:

@@ -17,6 +17,19 @@ def _seed_everything():
     np.random.seed(0)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _cache_in_tmp(tmp_path_factory):
+    """The bf16 probe's cache (bf16_probe.py) in a folder of this session, for every process
+    the tests start too: no test reads or writes the user's ~/.cache."""
+    previous = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg_cache"))
+    yield
+    if previous is None:
+        del os.environ["XDG_CACHE_HOME"]
+    else:
+        os.environ["XDG_CACHE_HOME"] = previous
+
+
 @pytest.fixture(scope="session")
 def zoo_resnet50_v2_file(tmp_path_factory):
     """A file saved from the model zoo's resnet50_v2, like ``resnet50_v2-81a4e66a.params``."""
@@ -48,19 +61,58 @@ def data_dir(tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def trained_synthetic(tmp_path_factory):
     """(data root, final checkpoint): resnet18_v2 + ASPP trained by the project's own trainer
-    for 100 iterations on a small synthetic set (3 classes, 48x64 images); val mIoU ~0.7."""
+    for 100 iterations on a small synthetic set (3 classes, 48x64 images); val mIoU ~0.7.
+    Trained in a process of its own with one OpenMP thread: the same model on every run of
+    the suite on one machine (several threads sum in a varying order)."""
+    import json
+    import subprocess
+    import sys
+
     from gluon_deeplab.data import make_synthetic_dataset
-    from gluon_deeplab.training import train
 
     base = tmp_path_factory.mktemp("trained_synthetic")
     root = make_synthetic_dataset(str(base / "data"), num_train=16, num_val=6, size=(48, 64),
                                   num_classes=3, seed=0)
-    result = train({"dataset": "synthetic", "data_dir": root,
-                    "base_architecture": "resnet18_v2", "batch_size": 8, "crop_size": 48,
-                    "max_iter": 100, "initial_learning_rate": 0.02, "val_interval": 0,
-                    "checkpoint_interval": 1000, "num_workers": 0, "progress": 0,
-                    "output_dir": str(base / "run")})
-    return root, result["checkpoint"]
+    settings = {"dataset": "synthetic", "data_dir": root,
+                "base_architecture": "resnet18_v2", "batch_size": 8, "crop_size": 48,
+                "max_iter": 100, "initial_learning_rate": 0.02, "val_interval": 0,
+                "checkpoint_interval": 1000, "num_workers": 0, "progress": 0,
+                "output_dir": str(base / "run")}
+    code = ("import json, sys\nfrom gluon_deeplab.training import train\n"
+            "print(json.dumps(train(json.loads(sys.argv[1]))['checkpoint']))")
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run([sys.executable, "-c", code, json.dumps(settings)], cwd=repo,
+                          env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=repo),
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return root, json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="session")
+def quickstart_run(tmp_path_factory):
+    """(output folder, finished process) of ``sh/quickstart.sh`` run once at tiny settings:
+    tests/test_quickstart.py checks it and tests/test_docs.py starts from its outputs."""
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = tmp_path_factory.mktemp("quickstart") / "qs"
+    env = dict(os.environ, SKIP_SETUP="1", PYTHON=sys.executable, OUT=str(out), ITERS="4",
+               BATCH="4", CROP="48", NUM_TRAIN="8", NUM_VAL="4", HEIGHT="48", WIDTH="64",
+               PYTHONPATH=root, OMP_NUM_THREADS="1")
+    done = subprocess.run(["sh", os.path.join(root, "sh", "quickstart.sh")], env=env, cwd=root,
+                          capture_output=True, text=True, timeout=600)
+    return out, done
+
+
+@pytest.fixture(scope="session")
+def voc_recipe_run(tmp_path_factory):
+    """The README's VOC recipe run once as written, at tiny sizes, on VOC and SBD archives in
+    their real layouts served from 127.0.0.1 (tests/test_voc_recipe.py checks it and
+    tests/test_docs.py starts from its outputs)."""
+    from test_voc_recipe import run_recipe
+
+    return run_recipe(tmp_path_factory.mktemp("voc_recipe"))
 
 
 @pytest.fixture
@@ -157,8 +209,12 @@ def no_mxnet_path(tmp_path_factory):
 def read_tensorboard():
     """A reader (event file or folder) -> {"scalars": {tag: [(step, value)]}, "images": {tag:
     [ImageEvent]}, "text": {tag: [(step, str)]}}, through TensorBoard's own EventAccumulator
-    (skips without the tensorboard package of the [test] extra)."""
-    pytest.importorskip("tensorboard", reason="reading event files needs tensorboard ([test])")
+    (skips where the tensorboard package of the [test] extra is not installed; an installed one
+    that fails to import is an error)."""
+    import importlib.util
+
+    if importlib.util.find_spec("tensorboard") is None:  # one that fails to import fails here
+        pytest.skip("reading event files needs tensorboard (the [test] extra)")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     def read(path):

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import mxnet as mx
 import numpy as np
@@ -118,8 +116,10 @@ def test_int8_export_agrees_with_fp32_on_most_pixels(trained_checkpoint, synthet
         same, total = same + (p32 == p8).sum(), total + p32.size
         cm_fp32.update(p32, label.astype(np.int64))
         cm_int8.update(p8, label.astype(np.int64))
-    assert same / total > 0.9
-    assert abs(cm_fp32.metrics()["miou"] - cm_int8.metrics()["miou"]) < 0.1
+    assert same / total > 0.98
+    print(f"INT8: {same / total:.4f} of the pixels as fp32, mIoU {cm_int8.metrics()['miou']:.4f} "
+          f"against {cm_fp32.metrics()['miou']:.4f}")
+    assert abs(cm_fp32.metrics()["miou"] - cm_int8.metrics()["miou"]) < 0.02
 
 
 def test_quantize_rejects_unknown_calibration_mode_and_layer_group():
@@ -140,32 +140,52 @@ def test_onnx_export_matches_mxnet_logits_at_fixed_size(trained_checkpoint, tmp_
     assert read_meta(prefix)["onnx_input_size"] == list(IMAGE_SIZE)
 
 
-def test_bench_script_quick_prints_the_table():
-    result = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "bench.py"),
-                             "--quick", "--json"], capture_output=True, text=True, cwd=REPO,
-                            timeout=300, env=dict(os.environ, PYTHONPATH=REPO))
-    assert result.returncode == 0, result.stderr[-2000:]
-    lines = result.stdout.splitlines()
+def test_bench_quick_prints_every_row_of_the_table(monkeypatch, capsys):
+    """The table of ``bench.py --quick --json``, each case answered by a fake child (the real
+    rows take minutes; test_bench_row_measures_in_a_child_of_its_own runs one for real)."""
+    from gluon_deeplab.bench import rows as bench_rows
+    from gluon_deeplab.bench import runner
+    from gluon_deeplab.bench.cli import bench_main
+
+    cases = []
+
+    def fake_case(name, timeout=1800, **kwargs):
+        cases.append(name)
+        return 0.01 * len(cases), (500.0 if name == "baseline" else 600.0 + len(cases)), "avx2"
+
+    monkeypatch.setattr(runner, "run_case", fake_case)
+    monkeypatch.setattr(bench_rows, "run_case", fake_case)
+    bench_main(["--quick", "--json"])
+    lines = capsys.readouterr().out.splitlines()
     table = "\n".join(lines[:-1])
-    for row in ("forward fp32", "forward int8", "forward bf16", "train iteration",
-                "train iteration AMP", "SyncBatchNorm", "data loader", "gluoncv",
-                "process baseline"):
-        assert row in table, table
-    assert "forward fp32 fused (MKLDNN)" in table, table  # the README's "fused" row
+    for name in ("forward fp32", "forward int8", "forward bf16", "train iteration",
+                 "train iteration AMP", "SyncBatchNorm", "data loader", "gluoncv",
+                 "process baseline", "forward fp32 fused (MKLDNN)"):
+        assert name in table, table
     rows = json.loads(lines[-1])
-    assert all(r["value"] > 0 for r in rows if r["value"] is not None)
+    assert cases[0] == "baseline" and len(cases) > 10
     # --quick runs resnet18_v2: no ratio against gluoncv's resnet50, and the row says why
     versus = [r for r in rows if r["part"] in ("reference", "train")
               and "gluoncv" not in r["name"] and "AMP" not in r["name"]]
     assert versus and all(r["ratio"] is None and "resnet50" in r["note"] for r in versus)
-    # each measured forward / training row names the ISA oneDNN ran for its convolutions
-    assert all(r["isa"] for r in rows if r["value"] and r["part"] in ("forward", "train"))
+    assert all(r["isa"] == "avx2" for r in rows if r["value"] is not None)
     bf16_rows = [r for r in rows if "bf16" in r["name"]]
     assert bf16_rows and all(r["value"] is not None or r["note"].startswith("n/a (")
                              for r in bf16_rows)
-    # Each row's peak is its own process's: every measured row has one, above the baseline.
-    baseline = rows[0]["peak_mib"]
-    assert all(r["peak_mib"] >= baseline for r in rows if r["value"] is not None)
+    assert rows[0]["peak_mib"] == 500.0 and rows[0]["value"] is None
+
+
+def test_bench_row_measures_in_a_child_of_its_own():
+    """One real row: timed in a fresh process, with that process's peak memory (above the
+    baseline of a process that only imported MXNet) and the ISA oneDNN ran there."""
+    from gluon_deeplab.bench.runner import row, run_case
+
+    _, baseline, _ = run_case("baseline")
+    this = row("forward", "forward fp32", "forward", "s/img", backbone="resnet18_v2",
+               head="aspp", stride=16, size=33, variant="fp32", repeats=1, warmup=0)
+    assert this.value > 0 and this.note == "", this
+    assert this.peak_mib > baseline > 0
+    assert this.isa  # e.g. avx2, avx512_core, avx512_core_amx
 
 
 def test_bench_row_that_fails_is_reported_and_the_others_still_run():

@@ -24,6 +24,7 @@ from gluon_deeplab.env import (
 )
 from gluon_deeplab.models import model_store_root
 from gluon_deeplab.mxnet_builds import MXNET_MISSING
+from gluon_deeplab.precision import bf16_support
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUERY = "0, NVIDIA A100-SXM4-80GB, 8.0, 81920\n1, NVIDIA H100 80GB HBM3, 9.0, 81559\n"
@@ -138,6 +139,8 @@ def test_the_env_command_reports_json_with_fake_gpus_and_home(tmp_path, fake_nvi
     assert report["mxnet"]["features"]["CUDA"] is False
     assert report["paths"]["backbones"] == ["resnet50_v2-81a4e66a.params"]
     assert report["cpu"]["OMP_NUM_THREADS"] == "3"
+    measured = "bf16 runs " if bf16_support().ok else "bf16 cannot run here: "
+    assert report["cpu"]["bf16_speed"].startswith(measured)  # the real probe (bf16_probe.py)
     assert report["packages"]["gluoncv"] == "0.10.5.post0"
 
 
@@ -148,3 +151,5 @@ def test_the_env_command_works_without_mxnet(no_mxnet_path):
     assert done.returncode == 0, done.stderr
     assert "  distribution:           not installed" in done.stdout
     assert f"  error:                  {MXNET_MISSING}" in done.stdout
+    assert "  bf16_speed:             bf16 speed not measured (MXNet is not installed)" \
+        in done.stdout

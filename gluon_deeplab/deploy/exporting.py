@@ -8,7 +8,6 @@ like ``predict.py``) or an ONNX runtime on ``PREFIX.onnx`` (the one size it was 
 
 from __future__ import annotations
 
-import warnings
 from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import mxnet as mx
@@ -127,10 +126,8 @@ def export_checkpoint(checkpoint: Union[str, Checkpoint], prefix: str, *,
     if dtype == "bf16" and onnx_input_size:
         raise ValueError("--onnx exports the fp32 model; run the bf16 and the ONNX export "
                          "separately")
-    support = require_bf16("--dtype bf16") if dtype == "bf16" and check_bf16 else None
-    if support is not None and not support.fast:
-        warnings.warn(f"--dtype bf16: {support.reason}; the export runs faster than fp32 only "
-                      "where AMX is on", stacklevel=2)
+    if dtype == "bf16" and check_bf16:
+        require_bf16("--dtype bf16")
     if int8 and onnx_input_size:
         raise ValueError("--onnx exports the fp32 model (MXNet's INT8 operators have no ONNX "
                          "form); run the INT8 and the ONNX export separately")

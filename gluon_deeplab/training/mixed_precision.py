@@ -19,7 +19,7 @@ from typing import Optional, Sequence
 
 import mxnet as mx
 
-from .. import precision
+from .. import bf16_probe
 from ..precision import PrecisionUnavailable, require_bf16
 
 # None: MXNet's own lists of operators run in low precision (tests narrow them).
@@ -43,13 +43,13 @@ def amp_dtype(ctxs: Sequence[mx.Context]) -> str:
 
 
 def describe_amp(dtype: str, ctxs: Sequence[mx.Context]) -> str:
-    """The one line the trainer prints about the precision it trains in."""
+    """The one line the trainer prints about the precision it trains in; for bfloat16 with
+    bf16's speed against fp32 as measured here (:mod:`..bf16_probe`)."""
     devices = ", ".join(str(c) for c in ctxs)
     if dtype == "float16":
         return f"AMP: float16 with dynamic loss scaling on {devices} (weights and loss fp32)"
-    support = precision.bf16_support()
-    where = " on AMX" if support.fast else f" - slower than fp32: {support.reason}"
-    return f"AMP: bfloat16 on {devices} (weights and loss fp32){where}"
+    speed = bf16_probe.bf16_speed().describe()
+    return f"AMP: bfloat16 on {devices} (weights and loss fp32); {speed}"
 
 
 def init_amp(ctxs: Sequence[mx.Context]) -> str:

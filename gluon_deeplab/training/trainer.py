@@ -177,7 +177,7 @@ def _prepare_run(args: TrainConfig, ctxs: Sequence[mx.Context], dist: Distribute
     resume_path = find_start(args, say)
     for note in notes:
         say(note)
-    if amp_dtype:
+    if amp_dtype and dist.chief:  # one bf16 probe per machine, not one per worker at once
         say(describe_amp(amp_dtype, ctxs))
     if dist.chief:
         clean_folder(args.output_dir, say)
