@@ -310,7 +310,13 @@ def choose_build(mxnet: str, extras: List[str], installed: List[Tuple[str, str]]
         name, version = installed[0]
         kept = build_of(name, version)
         if asked in ("auto", kept):
-            return kept or "", f"keeping {name} {version}, already installed in {where}"
+            why = f"keeping {name} {version}, already installed in {where}"
+            stuck = [g for g in gpus if kept in BUILD_ARCHS
+                     and not kernel_verdict(kept, g.compute_capability)[0]]
+            if stuck:
+                why += (f"; it runs no GPU kernel on {stuck[0].name} "
+                        f"({kernel_verdict(kept, stuck[0].compute_capability)[1]})")
+            return kept or "", why
         raise BuildConflict(
             f"MXNet build {asked} ({BUILDS[asked][0]}) would be written over {name} {version}, "
             f"already installed in {where}: {pip} uninstall -y {name} first, or MXNET=auto to "

@@ -138,6 +138,17 @@ def test_setup_env_stops_in_one_line_for_a_gpu_no_pip_build_runs(checkout, fake_
         "container)"]
 
 
+def test_setup_env_keeping_a_build_says_which_gpu_it_cannot_run(checkout, fake_nvidia_smi):
+    _fake_installed(checkout, "mxnet-cu117")
+    smi = fake_nvidia_smi("12.4", [("NVIDIA H100 80GB HBM3", 81559, "9.0")])
+    done = _setup_env(checkout, "--dry-run", "test", smi=smi)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "MXNet build: cu117 (mxnet-cu117==1.9.1): keeping mxnet-cu117 1.9.1, already installed "
+        "in .venv; it runs no GPU kernel on NVIDIA H100 80GB HBM3 (no kernels for sm_90: see "
+        "the README, Install (NVIDIA's MXNet container))"]
+
+
 def test_setup_env_in_nvidias_container_says_to_install_into_its_python(checkout):
     done = subprocess.run([SH, "sh/setup_env.sh", "test"], cwd=checkout, capture_output=True,
                           text=True, timeout=120,
