@@ -37,6 +37,9 @@ NOT_RUN = {
                           "(tests/test_install.py checks its choices)",
     "pip install": "changes the environment this test runs in",
     "tensorboard --logdir": "a server that runs until stopped",
+    "apt-get update": "installs system packages (as root; the docker/ images run it)",
+    "docker build": "no Docker here; tests/test_docker.py checks docker/'s commands",
+    "docker run": "needs an image built with Docker and a GPU",
     ".venv/bin/python scripts/launch_dist.py --launcher slurm": "a Slurm job's step (srun); "
                                                                "tests/test_dist_launchers.py "
                                                                "runs it with a fake srun",
