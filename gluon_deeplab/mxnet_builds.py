@@ -17,6 +17,7 @@ import re
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 MXNET_VERSION = "1.9.1"
@@ -36,6 +37,44 @@ MXNET_MISSING = (
     f"gluon-deeplab needs MXNet {MXNET_VERSION}, which is not installed: pip install -e .[cpu] "
     "for the CPU, or pip install -e .[cu117] for GPUs (the cuXXX that fits the driver: see the "
     "README, Install), or sh sh/setup_env.sh, which picks one")
+
+GPU_QUERY = ("--query-gpu=index,name,compute_cap,memory.total",
+             "--format=csv,noheader,nounits")
+CONTAINER_ROUTE = "see the README, Install (NVIDIA's MXNet container)"
+
+
+@dataclass(frozen=True)
+class KernelArchs:
+    """The GPU architectures a build holds kernels for, whether it holds PTX (which the driver
+    compiles for newer GPUs), and where the list comes from."""
+
+    archs: Tuple[Tuple[int, int], ...]
+    ptx: bool
+    source: str
+
+
+_CONFIG = "MXNet's config/distribution/linux_{}.cmake (MXNET_CUDA_ARCH; the wheel not inspected)"
+_SM_50_86 = ((5, 0), (6, 0), (7, 0), (8, 0), (8, 6))
+# cu117 is inspected (cuobjdump --list-elf / --list-ptx on libmxnet.so); the others are MXNet's
+# build configuration of its pip builds, whose lists carry no "+PTX".
+BUILD_ARCHS: Dict[str, KernelArchs] = {
+    "cu117": KernelArchs(_SM_50_86, False, "cuobjdump of mxnet-cu117 1.9.1's libmxnet.so"),
+    **{b: KernelArchs(_SM_50_86, False, _CONFIG.format(b))
+       for b in ("cu116", "cu115", "cu114", "cu113", "cu112", "cu111")},
+    "cu110": KernelArchs(((5, 0), (6, 0), (7, 0), (8, 0)), False, _CONFIG.format("cu110")),
+    "cu102": KernelArchs(((3, 0), (5, 0), (6, 0), (7, 0), (7, 5)), False,
+                         _CONFIG.format("cu102")),
+}
+
+
+@dataclass(frozen=True)
+class GpuInfo:
+    """One GPU as ``nvidia-smi`` reports it."""
+
+    index: int
+    name: str
+    compute_capability: Tuple[int, int]
+    memory_mib: Optional[int]
 
 
 class BuildConflict(ValueError):
@@ -79,6 +118,63 @@ def run_nvidia_smi(args: Sequence[str] = (), timeout: float = 20) -> Optional[st
     except (OSError, subprocess.SubprocessError):
         return None
     return done.stdout if done.returncode == 0 else None
+
+
+def query_gpus(output: Optional[str] = None) -> List[GpuInfo]:
+    """The GPUs from ``nvidia-smi --query-gpu=index,name,compute_cap,memory.total
+    --format=csv,noheader,nounits`` (run here when ``output`` is None); [] without nvidia-smi,
+    where it fails (drivers before ``compute_cap`` was a field) or for lines it cannot read."""
+    if output is None:
+        output = run_nvidia_smi(GPU_QUERY)
+    gpus = []
+    for line in (output or "").strip().splitlines():
+        fields = [f.strip() for f in line.split(",")]
+        if len(fields) < 4:
+            continue
+        cc = re.fullmatch(r"(\d+)\.(\d+)", fields[-2])
+        if not fields[0].isdigit() or cc is None:
+            continue
+        memory = fields[-1]
+        gpus.append(GpuInfo(int(fields[0]), ", ".join(fields[1:-2]),
+                            (int(cc.group(1)), int(cc.group(2))),
+                            int(memory) if memory.isdigit() else None))
+    return gpus
+
+
+def sm(compute_capability: Tuple[int, int]) -> str:
+    """``sm_86`` for (8, 6)."""
+    return f"sm_{compute_capability[0]}{compute_capability[1]}"
+
+
+def kernel_verdict(build: str, compute_capability: Tuple[int, int]) -> Tuple[bool, str]:
+    """Whether ``build`` holds kernels a GPU of ``compute_capability`` runs, and one line why.
+
+    A cubin for sm_XY runs on sm_XZ with Z >= Y (same major: 8.9 runs sm_86 kernels); without
+    PTX nothing runs on a newer major. A build whose list is not known is not refused."""
+    target = sm(compute_capability)
+    if build == "cpu":
+        return False, f"the CPU build has no GPU kernels ({target}): see the README, Install"
+    known = BUILD_ARCHS.get(build)
+    if known is None:
+        return True, f"{build}: its kernel list is not known here; {target} not checked"
+    note = "" if known.source.startswith("cuobjdump") else " (by MXNet's build config)"
+    usable = [a for a in known.archs
+              if a[0] == compute_capability[0] and a[1] <= compute_capability[1]]
+    if usable:
+        return True, f"{sm(max(usable))} kernels: runs{note}"
+    if known.ptx and min(known.archs) <= compute_capability:
+        return True, f"PTX, compiled by the driver for {target}: runs{note}"
+    return False, f"no kernels for {target}: {_advice(build, compute_capability)}{note}"
+
+
+def _advice(build: str, compute_capability: Tuple[int, int]) -> str:
+    """Where a GPU that ``build`` cannot run goes: the default pip build where that one runs
+    it, NVIDIA's container from compute capability 6.0 (the container's floor), else nowhere."""
+    if build != DEFAULT_CUDA_BUILD and kernel_verdict(DEFAULT_CUDA_BUILD, compute_capability)[0]:
+        return f"install .[{DEFAULT_CUDA_BUILD}] (README, Install)"
+    if compute_capability >= (6, 0):
+        return CONTAINER_ROUTE
+    return "no MXNet build listed in the README runs it"
 
 
 def driver_cuda_version(header: Optional[str]) -> Optional[Tuple[int, int]]:
