@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import json
 
+import mxnet as mx
 import pytest
 
-from gluon_deeplab.bench import gpu_check
+from gluon_deeplab.bench import gpu_check, gpu_check_cases
 from gluon_deeplab.bench.gpu_check import GpuCheckConfig, run_gpu_check
 from gluon_deeplab.bench.gpu_check_cli import gpu_check_command
 from gluon_deeplab.precision import Bf16Support, bf16_support
@@ -124,6 +125,18 @@ def test_a_run_that_fails_is_a_row_and_a_problem_and_the_others_still_run(monkey
     assert report["problems"] == [f"{sync['name']}: {sync['note']}"]
 
 
+def test_gpu_memory_is_the_growth_of_the_busiest_gpu_and_none_on_cpu_contexts(monkeypatch):
+    mib = 1024 * 1024
+    used = {0: [1000, 5000], 1: [900, 3000]}  # MiB in use on each GPU: before, after the run
+    monkeypatch.setattr(mx.context, "gpu_memory_info",
+                        lambda i: ((81920 - used[i].pop(0)) * mib, 81920 * mib))
+    gpus = [mx.gpu(0), mx.gpu(1)]
+    before = gpu_check_cases.gpu_memory_used_mib(gpus)
+    assert before == [1000.0, 900.0]
+    assert gpu_check_cases._pool_growth(before, gpus) == 4000.0
+    assert gpu_check_cases.gpu_memory_used_mib([mx.cpu(0), mx.cpu(1)]) is None
+
+
 def test_each_gpu_is_listed_with_its_compute_capability_and_the_builds_verdict():
     h100, a100 = gpu_check.gpu_lines("cu117", SMI)
     assert (h100["sm"], h100["kernels"]) == ("sm_90", False)
@@ -173,6 +186,7 @@ def test_devices_default_to_the_cpu_here_and_multi_device_runs_say_what_they_nee
     (["--iterations", "2", "--warmup", "2"], "--iterations 2 must exceed --warmup 2"),
     (["--crop_size", "0"], "--crop_size must be >= 1"),
     (["--cpu_devices", "1", "--scales", "0"], "--scales must be positive numbers"),
+    (["--cpu_devices", "-1"], "--cpu_devices must be >= 0"),
 ])
 def test_bad_flags_are_one_line_errors_before_anything_runs(monkeypatch, capsys, flags,
                                                             expected):

@@ -55,6 +55,9 @@ class GpuCheckConfig:
         if self.warmup < 0 or self.iterations <= self.warmup:
             raise ValueError(f"--iterations {self.iterations} must exceed --warmup "
                              f"{self.warmup} (>= 0): the timed iterations come after it")
+        for name in ("cpu_devices", "num_workers"):
+            if (getattr(self, name) or 0) < 0:
+                raise ValueError(f"--{name} must be >= 0, got {getattr(self, name)}")
         if not self.scales or min(self.scales) <= 0:
             raise ValueError(f"--scales must be positive numbers, got {self.scales}")
         return self
