@@ -63,6 +63,33 @@ def trained_synthetic(tmp_path_factory):
     return root, result["checkpoint"]
 
 
+@pytest.fixture(scope="session")
+def quickstart_run(tmp_path_factory):
+    """(output folder, finished process) of ``sh/quickstart.sh`` run once at tiny settings:
+    tests/test_quickstart.py checks it and tests/test_docs.py starts from its outputs."""
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = tmp_path_factory.mktemp("quickstart") / "qs"
+    env = dict(os.environ, SKIP_SETUP="1", PYTHON=sys.executable, OUT=str(out), ITERS="4",
+               BATCH="4", CROP="48", NUM_TRAIN="8", NUM_VAL="4", HEIGHT="48", WIDTH="64",
+               PYTHONPATH=root, OMP_NUM_THREADS="1")
+    done = subprocess.run(["sh", os.path.join(root, "sh", "quickstart.sh")], env=env, cwd=root,
+                          capture_output=True, text=True, timeout=600)
+    return out, done
+
+
+@pytest.fixture(scope="session")
+def voc_recipe_run(tmp_path_factory):
+    """The README's VOC recipe run once as written, at tiny sizes, on VOC and SBD archives in
+    their real layouts served from 127.0.0.1 (tests/test_voc_recipe.py checks it and
+    tests/test_docs.py starts from its outputs)."""
+    from test_voc_recipe import run_recipe
+
+    return run_recipe(tmp_path_factory.mktemp("voc_recipe"))
+
+
 @pytest.fixture
 def local_http_server(tmp_path):
     """(base URL, served folder, server): a threaded HTTP server on 127.0.0.1 (free port),

@@ -4,6 +4,7 @@ processes a launch started (found by a marker in their environment)."""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import uuid
@@ -44,6 +45,32 @@ def run_launch(options: Sequence[str], train_args: Sequence[str], env: Dict[str,
     return subprocess.run(LAUNCH + list(options) + ["--timeout", str(timeout), "--"]
                           + list(train_args), env=env, cwd=str(env["HOME"]),
                           capture_output=True, text=True, timeout=timeout + 60)
+
+
+def run_by_hand(train_args: Sequence[str], env: Dict[str, str], num_workers: int = 2,
+                timeout: int = 300) -> List[subprocess.CompletedProcess]:
+    """The same dist_sync training without any launcher: a scheduler, one server and
+    ``num_workers`` workers started here with the DMLC_* variables MXNet reads (each runs
+    ``scripts/train.py``; the scheduler and the server serve from ``import mxnet``)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    dmlc = {"DMLC_PS_ROOT_URI": "127.0.0.1", "DMLC_PS_ROOT_PORT": str(port),
+            "DMLC_NUM_SERVER": "1", "DMLC_NUM_WORKER": str(num_workers)}
+    command = [sys.executable, os.path.join(ROOT, "scripts", "train.py"), *train_args,
+               "--kvstore", "dist_sync"]
+    roles = ["scheduler", "server"] + ["worker"] * num_workers
+    procs = [subprocess.Popen(command, env={**env, **dmlc, "DMLC_ROLE": role},
+                              cwd=str(env["HOME"]), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for role in roles]
+    try:
+        return [subprocess.CompletedProcess(p.args, p.wait(timeout), *p.communicate())
+                for p in procs]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
 
 def marked_pids(marker: str, role: str = "") -> List[int]:

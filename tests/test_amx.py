@@ -259,6 +259,17 @@ def test_children_of_an_amx_process_never_die():
     assert "spawned child: AMX True" in proc.stdout
 
 
+def test_the_children_make_their_bfloat16_inputs_on_any_cpu():
+    """The children's bf16 casts run everywhere (only their convolution needs bf16 kernels): a
+    "bfloat16" string there failed on the first AVX-512 bf16 CPU, where no test had run it."""
+    code = ("import mxnet as mx, amx_sim\n"
+            "x = amx_sim.cast(mx.nd.array([[1.0, 0.5], [-2.0, 3.0]]), bf16=True)\n"
+            "print(x.dtype.names, x.astype('float32').asnumpy().tolist())")
+    proc = _python(code)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "('bfloat16',) [[1.0, 0.5], [-2.0, 3.0]]"
+
+
 def test_simulated_kernel_refusal_runs_without_amx_and_says_why():
     code = ("import amx_sim, os\nfrom gluon_deeplab import amx\n"
             "print(amx_sim.simulated(), 'DNNL_MAX_CPU_ISA' in os.environ)\n"

@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 from dist_helpers import (
     LAUNCH,
-    ROOT,
     check_finished_in_lockstep,
     launch_env,
     marked_pids,
     outcome,
+    run_by_hand,
     run_launch,
     train_flags,
 )
@@ -76,24 +76,26 @@ def test_dmlc_tracker_fails_unpatched_and_runs_patched(tmp_path):
     assert failure is not None and "exited with code 1" in failure
 
 
-def test_two_local_workers_train_through_the_tracker_to_the_recorded_weights(tmp_path, data_dir,
-                                                                             read_tensorboard):
+def test_two_local_workers_train_through_the_tracker_to_the_weights_of_a_launch_by_hand(
+        tmp_path, data_dir, read_tensorboard):
+    """The tracker's local launch trains exactly what a scheduler, a server and two workers
+    started here by hand with MXNet's DMLC_* variables train: the reference is computed on this
+    machine (kernels round differently on other CPUs, so no number recorded elsewhere)."""
     out = tmp_path / "run"
     start = time.monotonic()
     result = run_launch(TWO_WORKERS, train_flags(data_dir, str(out), 3), launch_env(tmp_path))
     seconds = time.monotonic() - start
     assert result.returncode == 0, outcome(result)
     rank0 = check_finished_in_lockstep(out, 3)
-    with open(os.path.join(ROOT, "tests", "data", "dist_rank0_reference.json")) as f:
-        old = json.load(f)  # worker 0 of the same run, as recorded (see its "about")
-    assert sorted(old["sums"]) == sorted(rank0)
-    for name, (total, squares) in old["sums"].items():
-        values = rank0[name].asnumpy().astype(np.float64)
-        np.testing.assert_allclose([values.sum(), (values ** 2).sum()], [total, squares],
-                                   rtol=1e-5, atol=1e-7, err_msg=name)
-    for name in ("classifier.weight", "classifier.bias"):
-        np.testing.assert_allclose(rank0[name].asnumpy().ravel(), old[name], rtol=1e-5,
-                                   atol=1e-7, err_msg=name)
+    by_hand = tmp_path / "by_hand"
+    done = run_by_hand(train_flags(data_dir, str(by_hand), 3, "--no_tensorboard"),
+                       launch_env(tmp_path))
+    assert [p.returncode for p in done] == [0] * 4, [p.stderr[-2000:] for p in done]
+    reference = check_finished_in_lockstep(by_hand, 3)
+    assert sorted(reference) == sorted(rank0)
+    for name in rank0:
+        np.testing.assert_array_equal(rank0[name].asnumpy(), reference[name].asnumpy(), name)
+    assert not np.array_equal(rank0["classifier.bias"].asnumpy(), np.zeros(3))
     with open(out / "log.jsonl", encoding="utf-8") as f:
         records = [json.loads(line) for line in f]
     assert [r["kind"] for r in records] == ["start", "train", "train", "train"]

@@ -7,6 +7,7 @@ on a small synthetic set.
 from __future__ import annotations
 
 import dataclasses
+import glob
 import json
 import os
 import sys
@@ -15,6 +16,7 @@ from unittest import mock
 import mxnet as mx
 import numpy as np
 import pytest
+from mask_metrics import metrics_of_masks
 from mxnet import gluon
 from PIL import Image
 
@@ -252,15 +254,19 @@ def test_missing_crf_package_is_a_one_line_install_hint(monkeypatch):
 
 # -- scripts/eval.py ------------------------------------------------------------------------------
 
-def test_eval_writes_json_with_the_four_metrics(tiny_checkpoint, synthetic_root, tmp_path,
-                                                capsys):
+def test_eval_writes_json_with_the_four_metrics_of_its_predictions(
+        tiny_checkpoint, synthetic_root, tmp_path, capsys):
     output = tmp_path / "out" / "metrics.json"
     eval_main(["--checkpoint", tiny_checkpoint, "--data_dir", synthetic_root, "--dataset",
                "synthetic", "--output_stride", "8", "--scales", "0.75,1.0", "--flip",
-               "--output", str(output), "--no_progress"])
+               "--output", str(output), "--save_predictions", str(tmp_path / "masks"),
+               "--no_progress"])
     data = json.loads(output.read_text())
+    masks = sorted(glob.glob(str(tmp_path / "masks" / "*.png")))
+    expected = metrics_of_masks(masks, os.path.join(synthetic_root, "SegmentationClass"), 3)
+    assert len(masks) == 6 and data["num_pixels"] == expected["num_pixels"]
     for key in ("pixel_accuracy", "mean_accuracy", "miou", "fwiou"):
-        assert 0.0 <= data[key] <= 1.0
+        assert data[key] == pytest.approx(expected[key], abs=1e-9), key
     assert list(data["per_class_iou"]) == ["background", "stripes_1", "checker_2"]
     assert data["num_images"] == 6
     assert data["settings"]["output_stride"] == 8 and data["settings"]["flip"] is True

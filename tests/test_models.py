@@ -175,16 +175,15 @@ def test_vortex_pooling_excludes_padding_from_the_average():
 
 
 @pytest.mark.parametrize("head", ["aspp", "vortex"])
-def test_hybridized_model_accepts_any_input_size(head):
+def test_hybridized_model_gives_the_imperative_logits_at_any_input_size(head):
     net = gd.build_model(3, "resnet18_v2", head, 16)
-    reference = [net(_image(h, w)) for h, w in [(65, 65), (48, 80), (75, 50)]]
+    inputs = [_image(h, w) for h, w in [(65, 65), (48, 80), (75, 50)]]
+    imperative = [net(x).asnumpy() for x in inputs]
     net.hybridize(static_alloc=True)
-    for (h, w), expected in zip([(65, 65), (48, 80), (75, 50)], reference):
-        x = _image(h, w)
+    for x, expected in zip(inputs, imperative):  # one cached graph, re-planned per shape
         out = net(x)
-        assert out.shape == (1, 3, h, w)
-        np.testing.assert_allclose(out.asnumpy(), net(x).asnumpy())
-        assert expected.shape == out.shape
+        assert out.shape == (1, 3) + x.shape[2:]
+        np.testing.assert_allclose(out.asnumpy(), expected, rtol=1e-4, atol=1e-4)
 
 
 def test_hybridized_and_imperative_logits_agree():

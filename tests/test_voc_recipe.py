@@ -209,16 +209,21 @@ def _tar(path, files, mode):
         return hashlib.sha1(f.read()).hexdigest()
 
 
-@pytest.fixture
-def voc_mirror(local_http_server):
-    """The two archives as the real sites ship them, served on 127.0.0.1; (base, archives)."""
-    base, served, server = local_http_server
+def _archives(served):
+    """The two archives as the real sites ship them, written into ``served``; their records
+    (the real ones with these files' SHA-1)."""
     voc_sha1 = _tar(served / "VOCtrainval_11-May-2012.tar", _voc_files("VOCdevkit/VOC2012"), "w")
     sbd_sha1 = _tar(served / "benchmark.tgz", _sbd_files("benchmark_RELEASE/dataset"), "w:gz")
     real = {a.name: a for a in VOC_ARCHIVES}
-    archives = [Archive(**{**real["voc2012"].__dict__, "sha1": voc_sha1}),
-                Archive(**{**real["sbd"].__dict__, "sha1": sbd_sha1})]
-    return base, archives, server
+    return [Archive(**{**real["voc2012"].__dict__, "sha1": voc_sha1}),
+            Archive(**{**real["sbd"].__dict__, "sha1": sbd_sha1})]
+
+
+@pytest.fixture
+def voc_mirror(local_http_server):
+    """The two archives served on 127.0.0.1; (base, archives, server)."""
+    base, served, server = local_http_server
+    return base, _archives(served), server
 
 
 def _tree(root):
@@ -385,35 +390,50 @@ def _documented_commands():
     return repo, {" ".join(line.split("#")[0].split()) for line in lines}
 
 
-def test_the_documented_voc_recipe_runs_as_written(voc_mirror, tmp_path):
+def run_recipe(tmp_path):
+    """RECIPE's commands in order in a checkout of the repository (``tmp_path/checkout``), on
+    the archives downloaded from a 127.0.0.1 mirror into ``tmp_path/mxnet``: (checkout, VOC
+    root, [(command, finished process)]); the commands after a failing one are not run."""
     import shlex
     import subprocess
     import sys
-    import time
 
-    repo, documented = _documented_commands()
-    assert [c for c in RECIPE if c not in documented] == []
+    from http_server import serve_folder
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     work = tmp_path / "checkout"  # the repository, as a user has it, without the runs of others
     work.mkdir()
     for name in ("sh", "scripts", "gluon_deeplab"):
         os.symlink(os.path.join(repo, name), work / name)
     env = {k: v for k, v in os.environ.items()
            if k not in ("DATASET", "DATA_DIR", "VAL_DATASET", "OUTPUT_DIR", "TRAIN_SPLIT")}
-    env.update(TINY, MXNET_HOME=str(tmp_path / "mxnet"), PYTHON=sys.executable)
+    env.update(TINY, MXNET_HOME=str(tmp_path / "mxnet"), PYTHON=sys.executable,
+               OMP_NUM_THREADS="1")
     root = os.path.join(env["MXNET_HOME"], "datasets", "voc")
-    base, archives, _ = voc_mirror
-    download_voc(root, mirror=base, archives=archives)  # the files a download brings
+    served = tmp_path / "served"
+    served.mkdir()
+    with serve_folder(str(served)) as (base, _):
+        download_voc(root, mirror=base, archives=_archives(served))  # what a download brings
     Image.fromarray(_image(7)[:, :29]).save(work / "my_photo.jpg")
-    outputs = []
+    done = []
     for command in RECIPE:
-        start = time.perf_counter()
         argv = shlex.split(command)
         argv[0] = sys.executable if argv[0] == "python" else argv[0]
-        done = subprocess.run(argv, cwd=work, env=env, capture_output=True, text=True,
-                              timeout=600)
-        assert done.returncode == 0, f"{command}\n{done.stderr[-3000:]}"
-        outputs.append(done.stdout)
-        print(f"{time.perf_counter() - start:6.1f} s  {command}")
+        done.append((command, subprocess.run(argv, cwd=work, env=env, capture_output=True,
+                                             text=True, timeout=600)))
+        if done[-1][1].returncode != 0:
+            break
+    return work, root, done
+
+
+def test_the_documented_voc_recipe_runs_as_written(voc_recipe_run):
+    _, documented = _documented_commands()
+    assert [c for c in RECIPE if c not in documented] == []
+    work, root, done = voc_recipe_run
+    for command, result in done:
+        assert result.returncode == 0, f"{command}\n{result.stderr[-3000:]}"
+    assert len(done) == len(RECIPE)
+    outputs = [result.stdout for _, result in done]
     assert "(voc2012 not downloaded)" in outputs[0] and "(sbd not downloaded)" in outputs[0]
     from gluon_deeplab.checkpoint import load_checkpoint
 
