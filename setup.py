@@ -49,6 +49,7 @@ setup(
             "gluon-deeplab-ensemble=gluon_deeplab.evaluation.ensemble:main",
             "gluon-deeplab-export=gluon_deeplab.deploy.cli:export_command",
             "gluon-deeplab-bench=gluon_deeplab.bench.cli:bench_command",
+            "gluon-deeplab-gpu-check=gluon_deeplab.bench.gpu_check_cli:gpu_check_command",
             "gluon-deeplab-download-voc=gluon_deeplab.data.download:main",
             "gluon-deeplab-make-synthetic=gluon_deeplab.data.synthetic:main",
             "gluon-deeplab-env=gluon_deeplab.env:main",
