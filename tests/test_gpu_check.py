@@ -32,7 +32,7 @@ def _rows(report):
 def test_gpu_check_runs_end_to_end_on_two_cpu_contexts_and_says_why_amp_did_not(
         monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(gpu_check, "bf16_support",
-                        lambda: Bf16Support(False, False, "this test's CPU has no bfloat16"))
+                        lambda: Bf16Support(False, "this test's CPU has no bfloat16"))
     out = tmp_path / "check.json"
     assert gpu_check_command(["--cpu_devices", "2", *TINY, "--json", str(out)]) == 0
     table = capsys.readouterr().out
@@ -109,7 +109,7 @@ def test_a_run_that_fails_is_a_row_and_a_problem_and_the_others_still_run(monkey
         return answers[name], 700.0, "avx2"
 
     monkeypatch.setattr(gpu_check, "_case", case)
-    monkeypatch.setattr(gpu_check, "bf16_support", lambda: Bf16Support(True, True, "AMX"))
+    monkeypatch.setattr(gpu_check, "bf16_support", lambda: Bf16Support(True, "AMX"))
     report = run_gpu_check(GpuCheckConfig(**{**TINY_CONFIG.__dict__, "cpu_devices": 2}))
     rows = _rows(report)
     fp32, amp, sync = rows["train fp32"], rows["train AMP bfloat16"], rows["train fp32 SyncBN"]
