@@ -5,10 +5,12 @@ import runpy
 from setuptools import find_packages, setup
 
 # MXNet's CPU build and its CUDA builds are separate distributions writing the same mxnet/ folder,
-# so none is required (as gluoncv does) and one extra pins each: .[cpu], .[cu117] ... .[cu102].
+# so none is required (as gluoncv does) and one extra pins each: .[cpu], .[cu117] ... .[cu102],
+# with the numpy it works with and, for CUDA 11, NVIDIA's wheels of the CUDA libraries it needs.
+# In NVIDIA's MXNet container, `pip install -e .` keeps the container's MXNet, numpy and CUDA.
 _builds = runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                       "gluon_deeplab", "mxnet_builds.py"))
-MXNET_EXTRAS = {build: [_builds["pip_requirement"](build)] for build in _builds["BUILDS"]}
+MXNET_EXTRAS = {build: _builds["extra_requirements"](build) for build in _builds["BUILDS"]}
 
 setup(
     name="gluon-deeplab",
@@ -20,8 +22,8 @@ setup(
     python_requires=">=3.8",
     install_requires=[
         "gluoncv==0.10.5.post0",
-        # mxnet 1.9.1 uses np.bool, removed in numpy 1.24.
-        "numpy>=1.21,<1.24",
+        # MXNet 1.9.1 needs numpy < 2; PyPI's builds also < 1.24 (np.bool): in their extras.
+        "numpy>=1.21,<2",
         "pillow>=9.0",
         "tqdm>=4.60",
         "scipy>=1.7",
@@ -49,6 +51,7 @@ setup(
             "gluon-deeplab-ensemble=gluon_deeplab.evaluation.ensemble:main",
             "gluon-deeplab-export=gluon_deeplab.deploy.cli:export_command",
             "gluon-deeplab-bench=gluon_deeplab.bench.cli:bench_command",
+            "gluon-deeplab-gpu-check=gluon_deeplab.bench.gpu_check_cli:gpu_check_command",
             "gluon-deeplab-download-voc=gluon_deeplab.data.download:main",
             "gluon-deeplab-make-synthetic=gluon_deeplab.data.synthetic:main",
             "gluon-deeplab-env=gluon_deeplab.env:main",

@@ -8,14 +8,9 @@ module that needs MXNet then fail with one line naming the install commands.
 from __future__ import annotations
 
 import importlib
-import importlib.abc
-import importlib.machinery
-import importlib.util
-import sys
 from typing import Any, List
 
-from . import amx
-from .mxnet_builds import MXNET_MISSING
+from . import amx, mxnet_import
 
 __version__ = "0.1.0"
 # The API that needs MXNet, imported on first use: name -> module.
@@ -24,23 +19,9 @@ _LAZY = {"DeepLabV3": ".models", "build_backbone": ".models", "build_model": ".m
          "load_segmenter": ".evaluation.segmenter"}
 __all__ = sorted(_LAZY) + ["__version__"]
 
-
-class _MXNetMissing(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    """Last on ``sys.meta_path``, where MXNet is missing: ``import mxnet`` then fails with the
-    install commands instead of "No module named 'mxnet'"."""
-
-    def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
-        return importlib.machinery.ModuleSpec(name, self) if name == "mxnet" else None
-
-    def create_module(self, spec: Any) -> None:
-        raise ModuleNotFoundError(MXNET_MISSING, name="mxnet")
-
-    def exec_module(self, module: Any) -> None:  # never reached: create_module raises
-        raise ModuleNotFoundError(MXNET_MISSING, name="mxnet")
-
-
-if importlib.util.find_spec("mxnet") is None:
-    sys.meta_path.append(_MXNetMissing())
+# Before the first ``import mxnet``: a missing MXNet or CUDA library is one line, and a pip CUDA
+# build gets its CUDA libraries from NVIDIA's wheels (see mxnet_import.py).
+mxnet_import.install()
 
 # Before MXNet's first oneDNN primitive: ask Linux for the AMX tile state (see amx.py).
 amx.enable()

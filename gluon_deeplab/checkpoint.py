@@ -168,7 +168,7 @@ def trainer_states(trainer: mx.gluon.Trainer, net: mx.gluon.Block) -> OptimizerS
         else:
             raise ValueError(f"optimizer {type(optimizer).__name__}: state of {name} is a "
                              f"{type(state).__name__}, which cannot be stored as arrays")
-    counts = optimizer._index_update_count
+    counts = optimizer._all_index_update_counts.get(trainer._contexts[0].device_id, {})
     record = {"format": OPTIMIZER_STATE_FORMAT, "optimizer": type(optimizer).__name__.lower(),
               "num_update": int(optimizer.num_update),
               "update_counts": {names[i]: int(c) for i, c in counts.items()
@@ -233,8 +233,12 @@ def restore_trainer_states(trainer: mx.gluon.Trainer, states: OptimizerState,
         updater.states = restored
         updater.states_synced = dict.fromkeys(restored, False)  # moved to its device on use
     optimizer.num_update = int(record.get("num_update", 0))
-    optimizer._index_update_count = {index[n]: int(c) for n, c in
-                                     record.get("update_counts", {}).items() if n in index}
+    counts = {index[n]: int(c) for n, c in record.get("update_counts", {}).items() if n in index}
+    # The optimizer counts per device (its updater switches to the device's own dict before
+    # each update): a count set only on the current dict was dropped at the next update.
+    devices = [ctx.device_id for ctx in trainer._contexts]
+    optimizer._all_index_update_counts = {d: dict(counts) for d in devices}
+    optimizer._index_update_count = optimizer._all_index_update_counts[devices[0]]
 
 
 def model_config_of(net: DeepLabV3, **config: Any) -> Dict[str, Any]:

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from typing import List
+from typing import List, Optional, Sequence, Tuple
 
 import mxnet as mx
 
+from . import cuda_libs
 from .mxnet_builds import (
     BUILDS,
     DEFAULT_CUDA_BUILD,
     build_for_driver,
+    build_of,
     driver_cuda_version,
     installed_builds,
+    kernel_verdict,
     pip_requirement,
     run_nvidia_smi,
 )
@@ -37,11 +40,35 @@ def no_cuda_message(gpus: str, verb: str = "train") -> str:
             f"leave --gpus empty to {verb} on the CPU")
 
 
+def check_kernels(gpus: str, ids: Sequence[int],
+                  capabilities: Optional[List[Tuple[str, Tuple[int, int]]]] = None) -> None:
+    """ValueError, one line, where the installed pip build holds no kernels for one of the GPUs
+    ``ids`` (by the compute capability the CUDA driver reports: ``capabilities``, default
+    :func:`cuda_libs.device_capabilities`), before the run starts rather than at its first
+    kernel. NVIDIA's and unlisted builds are not checked: their kernel lists are not known."""
+    installed = installed_builds()
+    if len(installed) != 1:
+        return
+    name, version = installed[0]
+    build = build_of(name, version)
+    if build in (None, "cpu"):  # "mxnet" with CUDA: built from source, its kernels not known
+        return
+    capabilities = cuda_libs.device_capabilities() if capabilities is None else capabilities
+    for i in ids:
+        if i < len(capabilities):
+            gpu, cc = capabilities[i]
+            runs, line = kernel_verdict(build, cc)
+            if not runs:
+                raise ValueError(f"--gpus {gpus}: GPU {i} ({gpu}, compute capability "
+                                 f"{cc[0]}.{cc[1]}) and {name} {version}: {line}")
+
+
 def resolve_contexts(gpus: str = "", cpu_devices: int = 0,
                      verb: str = "train") -> List[mx.Context]:
     """Contexts from ``--gpus 0,1`` (empty: CPU) and ``--cpu_devices N``; GPUs on an MXNet
     build without CUDA, or GPUs this machine lacks, are an error that says what to do (``verb``:
-    what the command does, for the hint to leave ``--gpus`` empty)."""
+    what the command does, for the hint to leave ``--gpus`` empty), as are GPUs the installed
+    build holds no kernels for (:func:`check_kernels`)."""
     gpus = (gpus or "").strip()
     if gpus and cpu_devices:
         raise ValueError("--gpus and --cpu_devices exclude each other; give one")
@@ -62,4 +89,5 @@ def resolve_contexts(gpus: str = "", cpu_devices: int = 0,
                 else f"no GPU (leave --gpus empty to {verb} on the CPU)")
         raise ValueError(f"--gpus {gpus}: GPU {missing[0]} does not exist; this machine has "
                          f"{have}")
+    check_kernels(gpus, ids)
     return [mx.gpu(i) for i in ids]

@@ -18,16 +18,21 @@ import shutil
 import sys
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
-from . import amx, bf16_probe
+from . import amx, bf16_probe, cuda_libs
 from .amx import AmxStatus
 from .cli_help import DefaultsHelpFormatter
 from .cpuinfo import cpu_flags, cpu_name
 from .errors import error_line
 from .mxnet_builds import (
+    CONTAINER_ENV,
+    GPU_QUERY,
     MXNET_MISSING,
+    BuildConflict,
     build_of,
     installed_builds,
+    kernel_verdict,
     machine_build,
+    query_gpus,
     run_nvidia_smi,
 )
 
@@ -35,45 +40,57 @@ FEATURES = ("CUDA", "CUDNN", "NCCL", "MKLDNN", "DIST_KVSTORE")
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 AMX_FLAGS = ("amx_tile", "amx_bf16", "amx_int8")
 PACKAGES = ("numpy", "gluoncv", "pydensecrf2", "onnx", "onnxruntime", "tensorboardX", "torch")
-GPU_QUERY = ("--query-gpu=name,memory.total", "--format=csv,noheader")
 _BACKBONE_FILE = re.compile(r"^resnet\d+_v2-[0-9a-f]+\.params$")
 
 Report = Dict[str, Dict[str, Any]]
 
 
-def mxnet_section() -> Dict[str, Any]:
-    """MXNet's version, distribution(s) and build features; why not where it does not import."""
+def mxnet_section(environ: Optional[Mapping[str, str]] = None) -> Dict[str, Any]:
+    """MXNet's version, distribution(s), build and build features, the CUDA libraries loaded
+    for it (from NVIDIA's pip wheels or the system); why not where it does not import."""
+    environ = os.environ if environ is None else environ
     dists = installed_builds()
     section: Dict[str, Any] = {
         "distribution": ", ".join(f"{n} {v}" for n, v in dists) or "not installed",
-        "build": ", ".join(b for b in (build_of(n) or n for n, _ in dists)) or None}
+        "build": ", ".join(build_of(n, v, environ) or n for n, v in dists) or None}
+    if environ.get(CONTAINER_ENV):
+        section["container"] = f"NVIDIA's MXNet container {environ[CONTAINER_ENV]}"
     if len(dists) > 1:
         section["problem"] = "several builds written over each other: uninstall all, install one"
     try:
         import mxnet as mx
     except ModuleNotFoundError:
         return {**section, "version": None, "error": MXNET_MISSING}
-    except Exception as err:  # noqa: BLE001 - a CUDA build without its driver raises OSError
+    except Exception as err:  # noqa: BLE001 - a CUDA build without its libraries: one line
         return {**section, "version": None,
                 "error": f"import mxnet fails: {error_line(err, with_type=True)}"}
     features = mx.runtime.Features()
-    return {**section, "version": mx.__version__,
-            "features": {name: bool(features.is_enabled(name)) for name in FEATURES}}
+    section.update(version=mx.__version__,
+                   features={name: bool(features.is_enabled(name)) for name in FEATURES})
+    if cuda_libs.LOADED:
+        sources = ["system" if p == "system" else "pip" for p in cuda_libs.LOADED.values()]
+        section["cuda_libraries"] = {s: sources.count(s) for s in ("pip", "system")}
+    return section
 
 
-def gpu_section(query: Optional[str], header: Optional[str],
-                smi_found: bool = True) -> Dict[str, Any]:
-    """GPUs from ``nvidia-smi --query-gpu=name,memory.total --format=csv,noheader`` and the
-    driver's CUDA version from ``nvidia-smi``'s header (None: absent or failing), with the
-    MXNet build that fits the driver."""
+def gpu_section(query: Optional[str], header: Optional[str], smi_found: bool = True,
+                build: Optional[str] = None) -> Dict[str, Any]:
+    """GPUs from ``nvidia-smi --query-gpu=index,name,compute_cap,memory.total`` (GPU_QUERY)
+    with whether the installed ``build`` holds kernels for each, and the driver's CUDA version
+    from ``nvidia-smi``'s header (None: absent or failing) with the MXNet build that fits."""
     gpus = []
-    for line in (query or "").strip().splitlines():
-        name, _, memory = line.rpartition(",")
-        if name.strip():
-            gpus.append({"name": name.strip(), "memory": memory.strip()})
-    build, why = machine_build(header, smi_found)
+    for gpu in query_gpus(query or ""):
+        kernels = kernel_verdict(build, gpu.compute_capability)[1] if build else None
+        gpus.append({"index": gpu.index, "name": gpu.name, "memory_mib": gpu.memory_mib,
+                     "compute_capability": "{}.{}".format(*gpu.compute_capability),
+                     "kernels": kernels})
+    try:
+        fit, why = machine_build(header, smi_found, query_gpus(query or ""))
+        for_driver = f"{fit} ({why})"
+    except BuildConflict as err:
+        for_driver = f"none ({err})"
     return {"count": len(gpus), "gpus": gpus, "nvidia_smi": smi_found,
-            "mxnet_build_for_driver": f"{build} ({why})"}
+            "mxnet_build_to_install": for_driver}
 
 
 def cpu_section(cpuinfo: str = "/proc/cpuinfo",
@@ -142,10 +159,11 @@ def package_section(names: Sequence[str] = PACKAGES) -> Dict[str, Any]:
 
 def collect() -> Report:
     """The whole report of this machine."""
+    mxnet = mxnet_section()
     report: Report = {
-        "mxnet": mxnet_section(),
+        "mxnet": mxnet,
         "gpu": gpu_section(run_nvidia_smi(GPU_QUERY), run_nvidia_smi(),
-                           shutil.which("nvidia-smi") is not None),
+                           shutil.which("nvidia-smi") is not None, mxnet["build"]),
         "cpu": cpu_section(),
         "paths": paths_section(mxnet_home()),
         "packages": package_section(),
@@ -167,6 +185,12 @@ def _text(value: Any) -> str:
     return str(value)
 
 
+def _gpu_text(gpu: Dict[str, Any]) -> str:
+    memory = f", {gpu['memory_mib']} MiB" if gpu["memory_mib"] is not None else ""
+    kernels = f": {gpu['kernels']}" if gpu["kernels"] else ""
+    return f"{gpu['name']}{memory}, compute capability {gpu['compute_capability']}{kernels}"
+
+
 def format_report(report: Report) -> str:
     """The report as aligned ``field: value`` lines, one block per section."""
     lines: List[str] = []
@@ -174,7 +198,9 @@ def format_report(report: Report) -> str:
         lines.append(f"{section}:")
         for key, value in fields.items():
             if key == "gpus":
-                value = [f"{g['name']} ({g['memory']})" for g in value]
+                for gpu in value:
+                    lines.append(f"  {'gpu ' + str(gpu['index']) + ':':<24}{_gpu_text(gpu)}")
+                continue
             lines.append(f"  {key + ':':<24}{_text(value)}")
     return "\n".join(lines)
 

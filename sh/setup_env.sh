@@ -3,11 +3,18 @@
 # Usage: [MXNET=auto|cpu|cu117|...|cu110|cu102] sh sh/setup_env.sh [--dry-run] [EXTRAS]
 #   e.g. sh sh/setup_env.sh test,onnx      MXNET=cu117 sh sh/setup_env.sh
 # MXNET=auto (the default) keeps the MXNet build already in .venv; else it takes the newest CUDA
-# build that the driver runs when nvidia-smi reports a GPU, else the CPU build. One line says
-# which and why. A build is never installed over another one (a one-line error names both).
+# build that the driver runs and that holds kernels for every GPU nvidia-smi reports (compute
+# capability), else the CPU build. One line says which and why. A GPU that no pip build runs
+# (Hopper and newer: compute capability 9.0+) stops it with one line: use NVIDIA's container.
+# A build is never installed over another one (a one-line error names both).
 # --dry-run prints the choice and the pip command and installs nothing (.venv is still created).
 set -eu
 cd "$(dirname "$0")/.."
+if [ -n "${NVIDIA_MXNET_VERSION:-}" ]; then
+    echo "setup_env.sh: error: this is NVIDIA's MXNet container ($NVIDIA_MXNET_VERSION): a .venv" \
+        "would hide its MXNet; install into its Python with pip install -e . (README, Install)" >&2
+    exit 1
+fi
 dry_run=0
 if [ "${1:-}" = "--dry-run" ]; then
     dry_run=1

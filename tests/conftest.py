@@ -8,6 +8,8 @@ import mxnet as mx
 import numpy as np
 import pytest
 
+from gluon_deeplab.mxnet_builds import GPU_QUERY
+
 
 @pytest.fixture(autouse=True)
 def _seed_everything():
@@ -163,20 +165,26 @@ def predict_py_probabilities():
 @pytest.fixture
 def fake_nvidia_smi(tmp_path):
     """A factory of folders holding an ``nvidia-smi`` script, for ``PATH``: its header names a
-    driver for CUDA ``cuda`` ("12.2") and its GPU query lists ``gpus`` ((name, MiB), ...);
-    ``cuda=None``: it fails as on a machine whose driver is not loaded (exit status 9)."""
+    driver for CUDA ``cuda`` ("12.2") and its GPU queries list ``gpus`` ((name, MiB) or (name,
+    MiB, compute capability "9.0"; "8.0" where not given), ...); ``cuda=None``: it fails as on a
+    machine whose driver is not loaded (exit status 9)."""
     def make(cuda, gpus=(("NVIDIA A100-SXM4-80GB", 81920),)):
-        folder = tmp_path / f"nvidia-smi-{cuda}-{len(gpus)}"
+        gpus = [(g[0], g[1], g[2] if len(g) > 2 else "8.0") for g in gpus]
+        folder = tmp_path / f"nvidia-smi-{cuda}-{len(gpus)}-{gpus[0][2] if gpus else ''}"
         folder.mkdir()
         if cuda is None:
             body = ("echo \"NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA "
                     "driver.\"\nexit 9\n")
         else:
-            query = "".join(f"{name}, {mib} MiB\\n" for name, mib in gpus)
+            query = "".join(f"{name}, {mib} MiB\\n" for name, mib, _ in gpus)
+            caps = "".join(f"{i}, {name}, {cc}, {mib}\\n"
+                           for i, (name, mib, cc) in enumerate(gpus))
             header = (f"+------+\\n| NVIDIA-SMI 535.104.05   Driver Version: 535.104.05   "
                       f"CUDA Version: {cuda}     |\\n| GPU  Name  Persistence-M |\\n")
             body = (f'if [ "$1" = "--query-gpu=name,memory.total" ]; then\n'
-                    f"    printf '{query}'\n    exit 0\nfi\nprintf '{header}'\n")
+                    f"    printf '{query}'\n    exit 0\nfi\n"
+                    f'if [ "$1" = "{GPU_QUERY[0]}" ]; then\n'
+                    f"    printf '{caps}'\n    exit 0\nfi\nprintf '{header}'\n")
         script = folder / "nvidia-smi"
         script.write_text("#!/bin/sh\n" + body)
         script.chmod(0o755)

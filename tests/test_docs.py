@@ -37,6 +37,11 @@ NOT_RUN = {
                           "(tests/test_install.py checks its choices)",
     "pip install": "changes the environment this test runs in",
     "tensorboard --logdir": "a server that runs until stopped",
+    "apt-get update": "installs system packages (as root; the docker/ images run it)",
+    "docker build": "no Docker here; tests/test_docker.py checks docker/'s commands",
+    "docker run": "needs an image built with Docker and a GPU",
+    "gluon-deeplab-gpu-check": "minutes of ResNet50 training meant for a GPU; "
+                               "tests/test_gpu_check.py runs it on 1 and 2 CPU contexts",
     ".venv/bin/python scripts/launch_dist.py --launcher slurm": "a Slurm job's step (srun); "
                                                                "tests/test_dist_launchers.py "
                                                                "runs it with a fake srun",

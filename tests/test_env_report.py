@@ -27,7 +27,7 @@ from gluon_deeplab.mxnet_builds import MXNET_MISSING
 from gluon_deeplab.precision import bf16_support
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-QUERY = "NVIDIA A100-SXM4-80GB, 81920 MiB\nNVIDIA A100-SXM4-80GB, 81920 MiB\n"
+QUERY = "0, NVIDIA A100-SXM4-80GB, 8.0, 81920\n1, NVIDIA H100 80GB HBM3, 9.0, 81559\n"
 HEADER = "| NVIDIA-SMI 470.82.01    Driver Version: 470.82.01    CUDA Version: 11.4     |\n"
 
 
@@ -52,13 +52,21 @@ def test_the_mxnet_section_names_the_cpu_build_and_its_features():
     assert set(section["features"]) == {"CUDA", "CUDNN", "NCCL", "MKLDNN", "DIST_KVSTORE"}
 
 
-def test_the_gpu_section_lists_nvidia_smis_gpus_and_the_build_for_the_driver():
-    section = gpu_section(QUERY, HEADER)
+def test_the_gpu_section_lists_each_gpus_compute_capability_and_the_builds_kernels_for_it():
+    section = gpu_section(QUERY, HEADER, build="cu117")
     assert section["count"] == 2
-    assert section["gpus"][0] == {"name": "NVIDIA A100-SXM4-80GB", "memory": "81920 MiB"}
-    assert section["mxnet_build_for_driver"].startswith("cu114 (")
+    assert section["gpus"][0] == {"index": 0, "name": "NVIDIA A100-SXM4-80GB",
+                                  "memory_mib": 81920, "compute_capability": "8.0",
+                                  "kernels": "sm_80 kernels: runs"}
+    assert section["gpus"][1]["kernels"] == ("no kernels for sm_90: see the README, Install "
+                                             "(NVIDIA's MXNet container)")
+    assert section["mxnet_build_to_install"].startswith(
+        "none (nvidia-smi reports NVIDIA H100 80GB HBM3 (GPU 1, compute capability 9.0): no pip")
+    a100 = gpu_section(QUERY.splitlines()[0], HEADER)
+    assert a100["gpus"][0]["kernels"] is None  # no MXNet installed: no verdict
+    assert a100["mxnet_build_to_install"].startswith("cu114 (nvidia-smi reports a GPU whose")
     none = gpu_section(None, None, smi_found=False)
-    assert none["count"] == 0 and none["mxnet_build_for_driver"] == "cpu (no nvidia-smi on PATH)"
+    assert none["count"] == 0 and none["mxnet_build_to_install"] == "cpu (no nvidia-smi on PATH)"
 
 
 def test_the_cpu_section_reads_bf16_and_amx_flags_and_omp_threads(tmp_path):
@@ -104,14 +112,16 @@ def test_the_package_section_says_not_installed_for_a_missing_extra():
 
 
 def test_the_text_report_has_one_aligned_line_per_field():
-    text = format_report({"gpu": gpu_section(QUERY, HEADER), "mxnet": mxnet_section()})
-    assert "  gpus:                   NVIDIA A100-SXM4-80GB (81920 MiB), NVIDIA A100" in text
+    text = format_report({"gpu": gpu_section(QUERY, HEADER, build="cu117"),
+                          "mxnet": mxnet_section()})
+    assert ("  gpu 1:                  NVIDIA H100 80GB HBM3, 81559 MiB, compute capability 9.0: "
+            "no kernels for sm_90: see the README, Install (NVIDIA's MXNet container)") in text
     assert "  features:               CUDA no, CUDNN no, NCCL no, MKLDNN yes" in text
 
 
 def test_the_env_command_reports_json_with_fake_gpus_and_home(tmp_path, fake_nvidia_smi):
     home = _fake_home(tmp_path / "mxnet_home")
-    smi = fake_nvidia_smi("12.2", [("NVIDIA H100 80GB HBM3", 81559)] * 8)
+    smi = fake_nvidia_smi("12.2", [("NVIDIA L4", 23034, "8.9")] * 8)
     env = dict(os.environ, MXNET_HOME=str(home), OMP_NUM_THREADS="3",
                PATH=os.pathsep.join([str(smi), os.environ.get("PATH", "")]))
     done = subprocess.run([sys.executable, "-m", "gluon_deeplab.env", "--json"], cwd=REPO,
@@ -119,8 +129,13 @@ def test_the_env_command_reports_json_with_fake_gpus_and_home(tmp_path, fake_nvi
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert report["gpu"]["count"] == 8
-    assert report["gpu"]["gpus"][7] == {"name": "NVIDIA H100 80GB HBM3", "memory": "81559 MiB"}
-    assert report["gpu"]["mxnet_build_for_driver"].startswith("cu117 (")
+    assert report["gpu"]["gpus"][7] == {"index": 7, "name": "NVIDIA L4", "memory_mib": 23034,
+                                        "compute_capability": "8.9",
+                                        "kernels": "the CPU build has no GPU kernels (sm_89): "
+                                                   "see the README, Install"}
+    assert report["gpu"]["mxnet_build_to_install"] == (
+        "cu117 (nvidia-smi reports a GPU whose driver runs CUDA 12.2; NVIDIA L4 (sm_89): "
+        "sm_86 kernels: runs)")
     assert report["mxnet"]["features"]["CUDA"] is False
     assert report["paths"]["backbones"] == ["resnet50_v2-81a4e66a.params"]
     assert report["cpu"]["OMP_NUM_THREADS"] == "3"

@@ -18,6 +18,7 @@ import gluon_deeplab.devices as devices
 from gluon_deeplab.devices import resolve_contexts
 from gluon_deeplab.mxnet_builds import (
     BUILDS,
+    CUDA11_WHEELS,
     MXNET_MISSING,
     BuildConflict,
     choose_build,
@@ -37,10 +38,13 @@ def test_setup_requires_no_mxnet_build_and_pins_one_per_extra(monkeypatch):
     monkeypatch.chdir(REPO)
     runpy.run_path(os.path.join(REPO, "setup.py"))
     assert not [r for r in seen["install_requires"] if r.startswith("mxnet")]
+    assert "numpy>=1.21,<2" in seen["install_requires"]  # NVIDIA's container keeps its numpy
     extras = seen["extras_require"]
-    assert extras["cpu"] == ["mxnet==1.9.1"]
-    for cuda in ("cu117", "cu116", "cu115", "cu114", "cu113", "cu112", "cu111", "cu110", "cu102"):
-        assert extras[cuda] == [f"mxnet-{cuda}==1.9.1"]
+    assert extras["cpu"] == ["mxnet==1.9.1", "numpy>=1.21,<1.24"]
+    for cuda in ("cu116", "cu115", "cu114", "cu113", "cu112", "cu111", "cu110", "cu102"):
+        assert extras[cuda] == [f"mxnet-{cuda}==1.9.1", "numpy>=1.21,<1.24"]
+    assert extras["cu117"] == ["mxnet-cu117==1.9.1", "numpy>=1.21,<1.24",
+                               *CUDA11_WHEELS.values()]
     assert "gluon-deeplab-env=gluon_deeplab.env:main" in seen["entry_points"]["console_scripts"]
 
 
@@ -104,10 +108,56 @@ def test_setup_env_picks_the_build_from_nvidia_smi(checkout, fake_nvidia_smi, cu
     done = _setup_env(checkout, "--dry-run", "test,crf,onnx", smi=fake_nvidia_smi(cuda))
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().endswith(f"-e .[{build},test,crf,onnx]")
-    why = "driver runs CUDA " + cuda if cuda else "nvidia-smi fails (no GPU or no driver)"
+    why = (f"nvidia-smi reports a GPU whose driver runs CUDA {cuda}; NVIDIA A100-SXM4-80GB "
+           "(sm_80): sm_80 kernels: runs" if cuda else "nvidia-smi fails (no GPU or no driver)")
     assert done.stderr.strip().splitlines() == [
-        f"MXNet build: {build} ({BUILDS[build][0]}==1.9.1): " + (
-            f"nvidia-smi reports a GPU whose {why}" if cuda else why)]
+        f"MXNet build: {build} ({BUILDS[build][0]}==1.9.1): {why}"]
+
+
+def test_setup_env_takes_the_newest_build_with_kernels_for_every_gpu(checkout, fake_nvidia_smi):
+    k80 = fake_nvidia_smi("11.4", [("Tesla K80", 11441, "3.7")] * 2)  # cu114 has no sm_3x
+    done = _setup_env(checkout, "--dry-run", "test", smi=k80)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().endswith("-e .[cu102,test]")
+    assert "Tesla K80 (sm_37): sm_30 kernels: runs" in done.stderr
+
+
+@pytest.mark.parametrize("gpus", [
+    [("NVIDIA H100 80GB HBM3", 81559, "9.0")],
+    [("NVIDIA A100-SXM4-80GB", 81920, "8.0"), ("NVIDIA H100 80GB HBM3", 81559, "9.0")],
+])
+def test_setup_env_stops_in_one_line_for_a_gpu_no_pip_build_runs(checkout, fake_nvidia_smi,
+                                                                   gpus):
+    done = _setup_env(checkout, "test", smi=fake_nvidia_smi("12.4", gpus))  # no --dry-run
+    assert done.returncode == 1
+    assert done.stdout == ""
+    assert done.stderr.strip().splitlines() == [
+        f"setup_env.sh: error: nvidia-smi reports NVIDIA H100 80GB HBM3 (GPU {len(gpus) - 1}, "
+        "compute capability 9.0): no pip build of MXNet runs it (mxnet-cu117 holds "
+        "sm_50..sm_86, no PTX): no kernels for sm_90: see the README, Install (NVIDIA's MXNet "
+        "container)"]
+
+
+def test_setup_env_keeping_a_build_says_which_gpu_it_cannot_run(checkout, fake_nvidia_smi):
+    _fake_installed(checkout, "mxnet-cu117")
+    smi = fake_nvidia_smi("12.4", [("NVIDIA H100 80GB HBM3", 81559, "9.0")])
+    done = _setup_env(checkout, "--dry-run", "test", smi=smi)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "MXNet build: cu117 (mxnet-cu117==1.9.1): keeping mxnet-cu117 1.9.1, already installed "
+        "in .venv; it runs no GPU kernel on NVIDIA H100 80GB HBM3 (no kernels for sm_90: see "
+        "the README, Install (NVIDIA's MXNet container))"]
+
+
+def test_setup_env_in_nvidias_container_says_to_install_into_its_python(checkout):
+    done = subprocess.run([SH, "sh/setup_env.sh", "test"], cwd=checkout, capture_output=True,
+                          text=True, timeout=120,
+                          env={"PATH": str(checkout.parent / "tools"),
+                               "NVIDIA_MXNET_VERSION": "24.06"})
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        "setup_env.sh: error: this is NVIDIA's MXNet container (24.06): a .venv would hide its "
+        "MXNet; install into its Python with pip install -e . (README, Install)"]
 
 
 def test_setup_env_without_nvidia_smi_picks_the_cpu_build(checkout):
@@ -154,6 +204,12 @@ def test_the_model_api_without_mxnet_names_the_install_commands(no_mxnet_path):
     assert "pip install -e .[cpu]" in MXNET_MISSING and ".[cu117]" in MXNET_MISSING
 
 
+def test_a_command_without_mxnet_ends_in_one_line_not_a_traceback(no_mxnet_path):
+    done = run_without_mxnet(no_mxnet_path, "scripts/train.py", "--gpus", "0")
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr.splitlines() == [f"train.py: error: {MXNET_MISSING}"]
+
+
 # -- --gpus on MXNet's CPU build -------------------------------------------------------------
 def test_gpus_on_the_cpu_build_says_which_cuda_build_to_install(monkeypatch, fake_nvidia_smi):
     assert not mx.runtime.Features().is_enabled("CUDA")  # the CPU wheel installed here
@@ -194,3 +250,28 @@ def test_gpus_on_a_cuda_build_are_checked_against_the_gpus_present(monkeypatch):
     monkeypatch.setattr(mx.context, "num_gpus", lambda: 0)
     with pytest.raises(ValueError, match=r"no GPU \(leave --gpus empty to predict on the CPU"):
         resolve_contexts("0", verb="predict")
+
+
+def test_gpus_without_kernels_for_the_gpu_stop_in_one_line_before_the_run(monkeypatch, capsys,
+                                                                          tmp_path):
+    monkeypatch.setattr(devices, "cuda_build", lambda: True)
+    monkeypatch.setattr(mx.context, "num_gpus", lambda: 2)
+    monkeypatch.setattr(devices, "installed_builds", lambda: [("mxnet-cu117", "1.9.1")])
+    monkeypatch.setattr(devices.cuda_libs, "device_capabilities", lambda: [
+        ("NVIDIA A100-SXM4-80GB", (8, 0)), ("NVIDIA H100 80GB HBM3", (9, 0))])
+    assert resolve_contexts("0") == [mx.gpu(0)]
+    line = ("--gpus 0,1: GPU 1 (NVIDIA H100 80GB HBM3, compute capability 9.0) and mxnet-cu117 "
+            "1.9.1: no kernels for sm_90: see the README, Install (NVIDIA's MXNet container)")
+    with pytest.raises(ValueError) as err:
+        resolve_contexts("0,1")
+    assert str(err.value) == line
+    with pytest.raises(SystemExit):
+        train_main(["--gpus", "0,1", "--output_dir", str(tmp_path / "run")])
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"gluon-deeplab-train: error: {line}"
+    assert not (tmp_path / "run").exists()  # before anything starts
+    # NVIDIA's container and MXNet built from source: kernel lists not known, not refused.
+    monkeypatch.setenv("NVIDIA_MXNET_VERSION", "24.06")
+    monkeypatch.setattr(devices, "installed_builds", lambda: [("mxnet", "1.9.1")])
+    assert resolve_contexts("0,1") == [mx.gpu(0), mx.gpu(1)]
+    monkeypatch.delenv("NVIDIA_MXNET_VERSION")
+    assert resolve_contexts("0,1") == [mx.gpu(0), mx.gpu(1)]

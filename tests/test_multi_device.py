@@ -8,6 +8,7 @@ import os
 
 import mxnet as mx
 import numpy as np
+import pytest
 
 from gluon_deeplab.models import build_model
 from gluon_deeplab.params import parameter_arrays
@@ -15,7 +16,13 @@ from gluon_deeplab.training import step as step_module
 from gluon_deeplab.training import train
 from gluon_deeplab.training.loss import SegmentationLoss, count_valid_pixels
 from gluon_deeplab.training.mixed_precision import init_amp_trainer
-from gluon_deeplab.training.multi_device import choose_kvstore, distributed_worker, nccl_available
+from gluon_deeplab.training.multi_device import (
+    check_nccl,
+    choose_kvstore,
+    distributed_worker,
+    nccl_available,
+    nccl_launch_mode,
+)
 from gluon_deeplab.training.optim import make_trainer
 from gluon_deeplab.training.step import forward_backward
 
@@ -29,17 +36,44 @@ def run_settings(data_dir, output_dir, **overrides):
     return settings
 
 
-def test_kvstore_choice():
+def test_kvstore_is_device_on_one_machine_also_on_several_gpus():
     gpus8, cpus2 = ["gpu"] * 8, ["cpu"] * 2
-    assert choose_kvstore(None, gpus8, nccl=True, distributed=False)[0] == "nccl"
-    name, why = choose_kvstore(None, gpus8, nccl=False, distributed=False)
-    assert name == "device" and "no NCCL" in why
-    assert choose_kvstore(None, ["gpu"], nccl=True, distributed=False)[0] == "device"
-    assert choose_kvstore(None, cpus2, nccl=True, distributed=False)[0] == "device"
-    assert choose_kvstore(None, gpus8, nccl=True, distributed=True)[0] == "dist_device_sync"
-    assert choose_kvstore(None, ["cpu"], nccl=False, distributed=True)[0] == "dist_sync"
-    assert choose_kvstore("local", gpus8, nccl=True, distributed=False) == ("local", "--kvstore")
-    assert choose_kvstore("dist_sync", gpus8, nccl=True, distributed=True)[0] == "dist_sync"
+    name, why = choose_kvstore(None, gpus8, distributed=False)
+    assert name == "device" and "--kvstore nccl" in why
+    assert choose_kvstore(None, ["gpu"], distributed=False)[0] == "device"
+    assert choose_kvstore(None, cpus2, distributed=False)[0] == "device"
+    assert choose_kvstore(None, gpus8, distributed=True)[0] == "dist_device_sync"
+    assert choose_kvstore(None, ["cpu"], distributed=True)[0] == "dist_sync"
+    assert choose_kvstore("nccl", gpus8, distributed=False) == ("nccl", "--kvstore")
+    assert choose_kvstore("dist_sync", gpus8, distributed=True)[0] == "dist_sync"
+
+
+def test_nccl_kvstore_sets_parallel_launch_mode_unless_the_user_set_one():
+    environ = {}
+    line = nccl_launch_mode("nccl", environ)
+    assert environ == {"NCCL_LAUNCH_MODE": "PARALLEL"} and "NCCL_LAUNCH_MODE=PARALLEL" in line
+    mine = {"NCCL_LAUNCH_MODE": "GROUP"}
+    assert nccl_launch_mode("nccl", mine) is None and mine == {"NCCL_LAUNCH_MODE": "GROUP"}
+    untouched = {}
+    assert nccl_launch_mode("device", untouched) is None and untouched == {}
+
+
+def test_nccl_kvstore_needs_gpus_and_an_mxnet_with_nccl():
+    check_nccl("nccl", ["gpu", "gpu"], nccl=True)
+    check_nccl("device", ["cpu"], nccl=False)
+    with pytest.raises(ValueError, match="--kvstore nccl sums gradients on GPUs only"):
+        check_nccl("nccl", ["cpu", "cpu"], nccl=True)
+    with pytest.raises(ValueError, match="built without NCCL"):
+        check_nccl("nccl", ["gpu", "gpu"], nccl=False)
+
+
+def test_train_kvstore_nccl_on_cpu_contexts_is_a_one_line_error_before_it_starts(
+        data_dir, tmp_path, monkeypatch):
+    monkeypatch.delenv("NCCL_LAUNCH_MODE", raising=False)
+    with pytest.raises(ValueError, match="--kvstore nccl") as err:
+        train(run_settings(data_dir, tmp_path / "run", cpu_devices=2, kvstore="nccl"))
+    assert len(str(err.value).splitlines()) == 1
+    assert not (tmp_path / "run" / "log.jsonl").exists()
 
 
 def test_kvstore_facts_of_this_machine(monkeypatch):

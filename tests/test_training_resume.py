@@ -88,6 +88,14 @@ def test_sigkill_then_resume_auto_reproduces_the_uninterrupted_run(tmp_path):
     for name, value in want.params.items():
         np.testing.assert_array_equal(got.params[name].asnumpy(), value.asnumpy(), err_msg=name)
     assert len(want.params) > 100
+    # the whole optimizer record (update counts too: Adam's bias correction and num_update
+    # schedules read them), and every state array
+    assert got.optimizer_states.record == want.optimizer_states.record
+    assert set(want.optimizer_states.record["update_counts"].values()) == {MAX_ITER}
+    assert set(got.optimizer_states.arrays) == set(want.optimizer_states.arrays)
+    for name, value in want.optimizer_states.arrays.items():
+        np.testing.assert_array_equal(got.optimizer_states.arrays[name].asnumpy(),
+                                      value.asnumpy(), err_msg=name)
     with open(reference_dir / "log.jsonl", encoding="utf-8") as f:
         want_losses = [r["loss"] for r in map(json.loads, f) if r["kind"] == "train"]
     assert [r["loss"] for r in log if r["kind"] == "train"][-1] == want_losses[-1]

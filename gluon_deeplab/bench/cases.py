@@ -1,15 +1,16 @@
 """Bench cases: each runs in a child process of its own (runner.run_case) and returns seconds
-(images/s for the loader)."""
+(images/s for the loader); the GPU check's cases (gpu_check_cases.py) return dicts."""
 
 from __future__ import annotations
 
 import tempfile
-from typing import Callable, Dict, Sequence
+from typing import Any, Callable, Dict, Sequence
 
 import mxnet as mx
 
 from ..devices import resolve_contexts
 from ..models import build_model
+from .gpu_check_cases import eval_case, kernel_case, train_case
 from .peer_torch import torch_forward_case, torch_train_case
 from .timing import benchmark_training, forward_seconds, gluoncv_deeplab, train_step_seconds
 
@@ -95,9 +96,11 @@ def baseline_case() -> float:
     return 0.0
 
 
-CASES: Dict[str, Callable[..., float]] = {
+CASES: Dict[str, Callable[..., Any]] = {
     "forward": forward_case, "reference_forward": reference_forward_case,
     "train_loop": train_loop_case, "trainer_step": trainer_step_case,
     "loader": loader_case, "baseline": baseline_case,
     "torch_forward": torch_forward_case, "torch_train": torch_train_case,
+    # gluon-deeplab-gpu-check (gpu_check.py): they return dicts, not seconds
+    "gpu_kernel": kernel_case, "gpu_check_train": train_case, "gpu_check_eval": eval_case,
 }

@@ -147,7 +147,12 @@ def format_table(rows: Sequence[BenchRow]) -> str:
         lines.append((r.name, f"{r.value:.4f}" if r.value is not None else "-", r.unit,
                       f"{r.ratio:.2f}" if r.ratio is not None else "", r.ratio_of, r.target,
                       r.isa, f"{r.peak_mib:.0f}" if r.peak_mib is not None else "", r.note))
-    widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
+    return aligned(lines)
+
+
+def aligned(lines: Sequence[Sequence[object]]) -> str:
+    """Rows of cells as plain-text columns, the first row a header underlined with dashes."""
+    widths = [max(len(str(line[i])) for line in lines) for i in range(len(lines[0]))]
     text = ["  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip() for line in lines]
     text.insert(1, "-" * len(text[0]))
     return "\n".join(text)

@@ -135,9 +135,9 @@ def _devices_flags(g: argparse._ArgumentGroup) -> None:
     g.add_argument("--cpu_devices", type=_non_negative_int, default=D.cpu_devices,
                    help="train on N CPU contexts (tests the multi-device path without GPUs)")
     g.add_argument("--kvstore", default=D.kvstore,
-                   help="gradient reduction (default: nccl on several GPUs when MXNet has "
-                        "NCCL, else device; across machines dist_device_sync with GPUs, else "
-                        "dist_sync)")
+                   help="gradient reduction (default: device on one machine, also on several "
+                        "GPUs; nccl asks for MXNet's NCCL kvstore; across machines "
+                        "dist_device_sync with GPUs, else dist_sync)")
     sync = g.add_mutually_exclusive_group()
     sync.add_argument("--syncbn", dest="syncbn", action="store_const", const=True,
                       default=D.syncbn,

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import os
 import warnings
-from typing import Optional, Sequence, Tuple
+from typing import MutableMapping, Optional, Sequence, Tuple
 
 import mxnet as mx
 
 SYNCBN_BELOW = 4  # automatic SyncBN under this many images per device (BN trained)
 FEW_IMAGES = 2  # warn at this many images per device or fewer, BN trained without SyncBN
+NCCL_LAUNCH_MODE = "NCCL_LAUNCH_MODE"
 
 
 def check_batch_split(batch_size: int, num_devices: int) -> None:
@@ -78,13 +79,14 @@ def warn_few_images_batchnorm(batch_size: int, num_devices: int, freeze_bn: bool
     return True
 
 
-def choose_kvstore(requested: Optional[str], device_types: Sequence[str], nccl: bool,
+def choose_kvstore(requested: Optional[str], device_types: Sequence[str],
                    distributed: bool) -> Tuple[str, str]:
     """The kvstore that sums the gradients, and why (a pure function of its arguments).
 
     ``requested`` (``--kvstore``) wins. Across machines: ``dist_device_sync`` with GPUs (sums
-    on the GPUs), else ``dist_sync``. On one machine with several GPUs: ``nccl`` when MXNet
-    was built with it, else ``device``; anything else: ``device``.
+    on the GPUs), else ``dist_sync``. On one machine: ``device``, also on several GPUs, as
+    Gluon's Trainer and gluoncv do: MXNet calls its ``nccl`` kvstore experimental and faster
+    only in some cases (docs/training.md has the sources); ``--kvstore nccl`` asks for it.
     """
     if requested:
         return requested, "--kvstore"
@@ -94,10 +96,33 @@ def choose_kvstore(requested: Optional[str], device_types: Sequence[str], nccl: 
             return "dist_device_sync", "several machines with GPUs: sums on the GPUs"
         return "dist_sync", "several machines"
     if gpus and len(device_types) > 1:
-        if nccl:
-            return "nccl", f"{len(device_types)} GPUs and an MXNet built with NCCL"
-        return "device", f"{len(device_types)} GPUs; this MXNet has no NCCL"
+        return "device", (f"{len(device_types)} GPUs: Gluon's default; --kvstore nccl where "
+                          "MXNet has NCCL")
     return "device", f"{len(device_types)} device(s)"
+
+
+def check_nccl(kvstore: str, device_types: Sequence[str], nccl: bool) -> None:
+    """``--kvstore nccl`` needs GPUs only and an MXNet built with NCCL: a one-line error
+    otherwise (MXNet's would come at the first step)."""
+    if kvstore != "nccl":
+        return
+    if not device_types or any(kind != "gpu" for kind in device_types):
+        raise ValueError("--kvstore nccl sums gradients on GPUs only; give --gpus, or leave "
+                         "--kvstore to its default (device)")
+    if not nccl:
+        raise ValueError("--kvstore nccl: this MXNet is built without NCCL; leave --kvstore to "
+                         "its default (device)")
+
+
+def nccl_launch_mode(kvstore: str, environ: MutableMapping[str, str]) -> Optional[str]:
+    """With the ``nccl`` kvstore, set ``NCCL_LAUNCH_MODE=PARALLEL`` in ``environ`` unless the
+    user set it: MXNet recommends it for NCCL 2.1 and newer (its build-from-source guide and
+    1.0.0 release notes). NCCL reads it when the kvstore creates its communicators, at the
+    first step. Returns the line to say (None: nothing was set)."""
+    if kvstore != "nccl" or environ.get(NCCL_LAUNCH_MODE):
+        return None
+    environ[NCCL_LAUNCH_MODE] = "PARALLEL"
+    return f"{NCCL_LAUNCH_MODE}=PARALLEL (MXNet's advice for its nccl kvstore)"
 
 
 def nccl_available() -> bool:

@@ -22,7 +22,14 @@ from ..models import (
 )
 from .config import TrainConfig
 from .errors import TrainingError
-from .multi_device import check_devices, choose_kvstore, distributed_worker, nccl_available
+from .multi_device import (
+    check_devices,
+    check_nccl,
+    choose_kvstore,
+    distributed_worker,
+    nccl_available,
+    nccl_launch_mode,
+)
 from .run_folder import latest_checkpoint, remove_stale_temporaries, run_files, same_run
 
 LOG_FILE = "log.jsonl"
@@ -148,13 +155,14 @@ def plan_devices(args: TrainConfig, ctxs: Sequence[mx.Context]) -> List[str]:
     syncbn, note = check_devices(args.batch_size, len(ctxs), args.syncbn,
                                  bool(args.freeze_batch_norm))
     args.syncbn = syncbn
-    distributed = distributed_worker()
-    args.kvstore, why = choose_kvstore(args.kvstore, [c.device_type for c in ctxs],
-                                       nccl_available(), distributed)
+    kinds = [c.device_type for c in ctxs]
+    args.kvstore, why = choose_kvstore(args.kvstore, kinds, distributed_worker())
+    check_nccl(args.kvstore, kinds, nccl_available())
     notes = [note] if note else []
     if len(ctxs) > 1 or "dist" in args.kvstore:
         notes.append(f"kvstore: {args.kvstore} ({why})")
-    return notes
+    launch_mode = nccl_launch_mode(args.kvstore, os.environ)
+    return notes + ([launch_mode] if launch_mode else [])
 
 
 class Console:
