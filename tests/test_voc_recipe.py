@@ -25,6 +25,7 @@ from gluon_deeplab.data import (
     train_val_datasets,
 )
 from gluon_deeplab.data.download import VOC_ARCHIVES, Archive, DownloadError, download_voc
+from gluon_deeplab.data.voc import VOC_CLASSES
 from gluon_deeplab.evaluation import save_mask
 
 H, W = 24, 32
@@ -326,7 +327,8 @@ def test_train_and_eval_without_data_name_their_defaults_before_any_download(
                            "not found; --dataset voc_sbd and --data_dir")
     assert line.endswith("are train.py's defaults; scripts/download_voc.py downloads VOC 2012 "
                          "and SBD there")
-    checkpoint = save_checkpoint(str(tmp_path / "m.params"), build_model(21, "resnet18_v2"))
+    checkpoint = save_checkpoint(str(tmp_path / "m.params"), build_model(21, "resnet18_v2"),
+                                 extra={"classes": list(VOC_CLASSES)})  # as training records
     with pytest.raises(SystemExit):
         eval_main(["--checkpoint", checkpoint])
     assert f"--dataset voc and --data_dir {empty_home} are eval.py's defaults" in \
