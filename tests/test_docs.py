@@ -105,6 +105,8 @@ PROMISES = {
     "runs/export/deeplab": Promise(("runs/export/deeplab-symbol.json",
                                      "runs/export/deeplab-meta.json")),
     "import mxnet as mx\nnet = mx.gluon.SymbolBlock.imports(\"runs/export": Promise(),
+    "import gluon_deeplab as gd\n\nsegmenter = gd.load_segmenter(": Promise(
+        output=(r"\(40, 56\) uint8 \['background', ", r"\[\(\d+, 40, 56\), \(\d+, 40, 56\)\]")),
     "python scripts/export.py --checkpoint runs/quickstart/train/final.params --output "
     "runs/export/deeplab_int8": Promise(("runs/export/deeplab_int8-symbol.json",
                                          "runs/export/deeplab_int8-meta.json")),

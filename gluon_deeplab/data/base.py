@@ -25,6 +25,11 @@ IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".ppm", ".webp")
 Key = Union[int, Tuple[int, Sequence[int]]]
 
 
+def numbered_classes(num_classes: int) -> List[str]:
+    """Names for classes nobody named: ``class0``, ``class1``, ..."""
+    return [f"class{i}" for i in range(num_classes)]
+
+
 class SegmentationDataset(Dataset):
     """Images + index label maps; ``ds[i]`` gives transformed (image, label) NDArrays.
 
@@ -51,7 +56,7 @@ class SegmentationDataset(Dataset):
                 f"ignore_label must not be a class index (num_classes={num_classes}), "
                 f"got {ignore_label}")
         if classes is None:
-            classes = [f"class{i}" for i in range(num_classes)]
+            classes = numbered_classes(num_classes)
         if len(classes) != num_classes:
             raise ValueError(f"{len(classes)} class names for num_classes={num_classes}")
         if not samples:

@@ -64,31 +64,67 @@ def strict_decoding() -> Iterator[None]:
                 ImageFile.LOAD_TRUNCATED_IMAGES = _strict_saved
 
 
-def read_image(path: str) -> np.ndarray:
-    """Read an image as RGB uint8 H x W x 3 (see the module docstring for the conversion rule)."""
+def _rgb_of(img: Image.Image, name: str, wide_gray: bool) -> np.ndarray:
+    """A decoded PIL image turned upright (EXIF) and converted by the image rule; with
+    ``wide_gray``, 16-bit grayscale is taken as full range (its high byte)."""
+    img = ImageOps.exif_transpose(img)
+    mode = img.mode
+    if wide_gray and mode.startswith("I;16"):
+        img = Image.fromarray((np.asarray(img, dtype=np.uint16) >> 8).astype(np.uint8), "L")
+        mode = img.mode
+    if mode in REJECTED_IMAGE_MODES or mode.startswith("I;16"):
+        raise DataError(f"{name}: {mode} image (16/32-bit or float) is not supported; "
+                        "convert it to 8-bit RGB")
+    if mode != "RGB":
+        if mode not in IMAGE_MODES_TO_RGB:
+            raise DataError(f"{name}: unsupported image mode {mode}; expected 8-bit RGB")
+        img = img.convert("RGB")
+    array = np.asarray(img, dtype=np.uint8)
+    if array.ndim != 3 or array.shape[2] != 3 or array.shape[0] == 0 or array.shape[1] == 0:
+        raise DataError(f"{name}: expected an H x W x 3 image, got shape {array.shape}")
+    return array
+
+
+def read_image(path: str, wide_gray: bool = False) -> np.ndarray:
+    """Read an image as RGB uint8 H x W x 3 (see the module docstring for the conversion rule;
+    ``wide_gray``: 16-bit grayscale accepted as full range, as inference takes it)."""
     try:
         with strict_decoding(), Image.open(path) as img:
             img.load()
-            img = ImageOps.exif_transpose(img)
-            mode = img.mode
-            if mode in REJECTED_IMAGE_MODES or mode.startswith("I;16"):
-                raise DataError(
-                    f"{path}: {mode} image (16/32-bit or float) is not supported; "
-                    "convert it to 8-bit RGB")
-            if mode != "RGB":
-                if mode not in IMAGE_MODES_TO_RGB:
-                    raise DataError(f"{path}: unsupported image mode {mode}; expected 8-bit RGB")
-                img = img.convert("RGB")
-            array = np.asarray(img, dtype=np.uint8)
+            return _rgb_of(img, path, wide_gray)
     except DataError:
         raise
     except FileNotFoundError:
         raise DataError(f"{path}: image file not found") from None
+    except IsADirectoryError:
+        raise DataError(f"{path}: is a folder, expected an image file") from None
     except (OSError, ValueError, SyntaxError) as err:
         raise DataError(f"{path}: unreadable or corrupt image ({err})") from None
-    if array.ndim != 3 or array.shape[2] != 3 or array.shape[0] == 0 or array.shape[1] == 0:
-        raise DataError(f"{path}: expected an H x W x 3 image, got shape {array.shape}")
-    return array
+
+
+def image_rgb(image: Any, name: str = "image") -> np.ndarray:
+    """What users hand inference as RGB uint8 H x W x 3: a file path, a PIL image (turned
+    upright by its EXIF tag, converted as :func:`read_image` does, 16-bit grayscale as full
+    range) or an H x W x 3 uint8 array (taken as RGB as it is); ``name`` names it in errors."""
+    if isinstance(image, (str, os.PathLike)):
+        return read_image(os.fspath(image), wide_gray=True)
+    if isinstance(image, Image.Image):
+        try:
+            with strict_decoding():
+                image.load()
+                return _rgb_of(image, name, wide_gray=True)
+        except DataError:
+            raise
+        except (OSError, ValueError, SyntaxError) as err:
+            raise DataError(f"{name}: unreadable or corrupt image ({err})") from None
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3 \
+                or 0 in image.shape:
+            raise DataError(f"{name}: expected an H x W x 3 uint8 RGB array, got "
+                            f"{image.dtype} {image.shape}")
+        return image
+    raise DataError(f"{name}: expected an image file path, a PIL image or an H x W x 3 uint8 "
+                    f"array, got {type(image).__name__}")
 
 
 def read_label_png(path: str) -> np.ndarray:

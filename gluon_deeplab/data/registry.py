@@ -4,15 +4,17 @@ data folders and the train/val pairing (``train_val_datasets``)."""
 from __future__ import annotations
 
 import os
-from typing import Callable, Dict, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
-from .base import SegmentationDataset
+from .base import SegmentationDataset, numbered_classes
 from .folder import folder_dataset
 from .io import DataError
+from .synthetic import synthetic_classes
 from .synthetic_reader import synthetic_dataset
 from .transforms import IGNORE_LABEL
 from .voc import (
     GLUONCV_LAYOUTS,
+    VOC_CLASSES,
     VOC_FAMILY,
     gluoncv_voc_root,
     sbd_dataset,
@@ -33,6 +35,18 @@ DATASET_CHOICES = DATASET_NAMES + tuple(DATASET_ALIASES)  # what --dataset accep
 def canonical_dataset_name(name: str) -> str:
     """The name of a layout, ``vocaug`` being the old name of ``voc_sbd``."""
     return DATASET_ALIASES.get(name, name)
+
+
+def default_classes(num_classes: int, dataset: Optional[str] = None) -> List[str]:
+    """The class names a dataset layout gives ``num_classes`` classes (what a model trained on
+    it predicts, for files that do not record them): a synthetic set's, VOC's 21 (also when
+    the layout is unknown), else ``class0``, ``class1``, ..."""
+    name = canonical_dataset_name(dataset) if dataset else None
+    if name == "synthetic":
+        return synthetic_classes(num_classes)
+    if name in (None,) + tuple(VOC_FAMILY) and num_classes == len(VOC_CLASSES):
+        return list(VOC_CLASSES)
+    return numbered_classes(num_classes)
 
 
 def default_data_dir(dataset: str) -> str:

@@ -13,10 +13,8 @@ from typing import Any, Dict, Optional, Sequence, Tuple, Union
 import mxnet as mx
 
 from ..checkpoint import Checkpoint, load_checkpoint, model_from_checkpoint
-from ..data import MEAN, STD, VOC_CLASSES, SegmentationDataset
-from ..data.registry import canonical_dataset_name
-from ..data.synthetic_reader import read_synthetic_meta
-from ..data.voc import VOC_FAMILY
+from ..class_names import checkpoint_classes
+from ..data import MEAN, STD, SegmentationDataset
 from ..models import recorded_head_settings
 from ..precision import require_bf16, to_bf16
 from .export_format import (
@@ -47,27 +45,6 @@ from .onnx_export import require_onnx
 EXPORT_DTYPES = ("fp32", "bf16", "int8")
 
 
-def _classes(ckpt: Checkpoint) -> Optional[list]:
-    """Class names: recorded in the checkpoint, else those of the dataset it was trained on
-    (VOC's 21, or a synthetic set's ``synthetic.json`` if still there); None if unknown."""
-    for record in (ckpt.extra, ckpt.args, ckpt.model_config):
-        if isinstance(record, dict) and record.get("classes"):
-            return list(record["classes"])
-    num_classes = ckpt.model_config.get("num_classes")
-    dataset, root = ckpt.args.get("dataset"), ckpt.args.get("data_dir")
-    if dataset == "synthetic" and root:
-        try:
-            meta = read_synthetic_meta(root)
-        except (OSError, ValueError):
-            meta = None
-        if meta and len(meta.get("classes", [])) == num_classes:
-            return list(meta["classes"])
-    if dataset and canonical_dataset_name(dataset) in VOC_FAMILY \
-            and num_classes == len(VOC_CLASSES):
-        return list(VOC_CLASSES)
-    return None
-
-
 def checkpoint_meta(ckpt: Checkpoint, output_stride: int, **fields: Any) -> Dict[str, Any]:
     """The full ``PREFIX-meta.json`` record of a checkpoint's export: classes, normalization,
     input/output convention, model config; ``fields`` add to it or replace entries."""
@@ -75,7 +52,7 @@ def checkpoint_meta(ckpt: Checkpoint, output_stride: int, **fields: Any) -> Dict
     meta = {
         "format": EXPORT_FORMAT,
         "num_classes": config["num_classes"],
-        "classes": _classes(ckpt),
+        "classes": checkpoint_classes(ckpt),
         "mean": list(MEAN),
         "std": list(STD),
         "input": INPUT_CONVENTION,

@@ -33,7 +33,7 @@ from ..tensorboard import tensorboard_missing, write_evaluation
 from .config import DEFAULT_DATASET, EvalConfig, as_eval_config
 from .crf import DenseCRF
 from .inference import FUSIONS
-from .loading import load_inference_model
+from .segmenter import open_segmenter
 from .split import evaluate
 
 METRIC_NAMES = ("pixel_accuracy", "mean_accuracy", "miou", "fwiou")
@@ -199,7 +199,7 @@ def run_eval(settings: Union[EvalConfig, Mapping[str, Any]]) -> Dict[str, Any]:
     if missing:  # the evaluation goes on; one line says how to get the event files
         print(missing, flush=True)
         board = None
-    model = load_inference_model(args.checkpoint, args.exported, ctxs, args.output_stride)
+    model = open_segmenter(args.checkpoint, args.exported, ctxs, args.output_stride).model
     source = args.checkpoint or args.exported
     what = f"checkpoint {source}" if args.checkpoint else f"exported model {source}"
     model_classes = model.num_classes

@@ -43,26 +43,49 @@ def output_stride_of(net: Any) -> Optional[int]:
     return int(stride) if stride else None
 
 
+def _padded_shape(h: int, w: int, stride: Optional[int], ctx: mx.Context,
+                  buckets: Optional[bool]) -> Tuple[int, int]:
+    """The H x W an h x w input is padded to: ``stride * k + 1`` (the bucket of
+    :func:`bucket_size`, or with ``buckets=False`` the smallest such size); ``buckets=None``:
+    buckets on a GPU (few graph shapes: no re-planning, no cuDNN autotune per image size),
+    the image's own size on a CPU. Unknown stride: not padded."""
+    if not stride:
+        return h, w
+    if buckets is None:
+        buckets = ctx.device_type == "gpu"
+    pad = bucket_size if buckets else padded_size
+    return pad(h, stride), pad(w, stride)
+
+
+def _logits_batch(net: Callable, xs: Sequence[mx.nd.NDArray], stride: Optional[int],
+                  buckets: Optional[bool] = None) -> List[mx.nd.NDArray]:
+    """Logits of each ``x`` (1 x 3 x h x w) of ``xs``, run as one batch: each is padded at the
+    bottom and right with the mean (0 once normalized) to the padded shape they share
+    (:func:`_padded_shape`), so that a feature cell lies on the image's last pixel, and its
+    logits are cropped back. The extra padding of a bucket enters the image-pooling average,
+    so buckets and own sizes can differ (docs/evaluation.md)."""
+    ph, pw = _padded_shape(xs[0].shape[2], xs[0].shape[3], stride, xs[0].context, buckets)
+    padded = []
+    for x in xs:
+        _, _, h, w = x.shape
+        if _padded_shape(h, w, stride, x.context, buckets) != (ph, pw):
+            raise ValueError(f"a batch holds inputs padded to {ph}x{pw} and to another shape "
+                             f"({h}x{w}); batch only inputs of one batch_key")
+        padded.append(x if (ph, pw) == (h, w) else mx.nd.pad(
+            x, mode="constant", constant_value=0.0,
+            pad_width=(0, 0, 0, 0, 0, ph - h, 0, pw - w)))
+    out = net(padded[0] if len(padded) == 1 else mx.nd.concat(*padded, dim=0))
+    out = out[0] if isinstance(out, (list, tuple)) else out
+    if len(xs) == 1:
+        h, w = xs[0].shape[2:]
+        return [out[:, :, :h, :w] if (ph, pw) != (h, w) else out]
+    return [out[i:i + 1, :, :x.shape[2], :x.shape[3]] for i, x in enumerate(xs)]
+
+
 def _logits(net: Callable, x: mx.nd.NDArray, stride: Optional[int],
             buckets: Optional[bool] = None) -> mx.nd.NDArray:
-    """Logits of ``x`` (1 x 3 x H x W). With a known ``stride`` the image is padded at the
-    bottom and right with the mean (0 once normalized) to ``stride * k + 1`` (the bucket of
-    :func:`bucket_size`, or with ``buckets=False`` the smallest such size) and the logits are
-    cropped back, so that a feature cell lies on the image's last pixel. ``buckets=None``:
-    buckets on a GPU (few graph shapes: no re-planning, no cuDNN autotune per image size),
-    the image's own size on a CPU. The extra padding of a bucket enters the image-pooling
-    average, so the two can differ (docs/evaluation.md)."""
-    _, _, h, w = x.shape
-    if buckets is None:
-        buckets = x.context.device_type == "gpu"
-    pad = bucket_size if buckets else padded_size
-    ph, pw = (pad(h, stride), pad(w, stride)) if stride else (h, w)
-    if (ph, pw) != (h, w):
-        x = mx.nd.pad(x, mode="constant", constant_value=0.0,
-                      pad_width=(0, 0, 0, 0, 0, ph - h, 0, pw - w))
-    out = net(x)
-    out = out[0] if isinstance(out, (list, tuple)) else out
-    return out[:, :, :h, :w] if (ph, pw) != (h, w) else out
+    """Logits of one ``x`` (1 x 3 x H x W), padded and cropped back (:func:`_logits_batch`)."""
+    return _logits_batch(net, [x], stride, buckets)[0]
 
 
 def _window_starts(size: int, crop: int) -> List[int]:
@@ -102,47 +125,94 @@ def _resize(x: mx.nd.NDArray, height: int, width: int) -> mx.nd.NDArray:
     return mx.nd.contrib.BilinearResize2D(x, height=height, width=width, align_corners=True)
 
 
-def predict_probabilities_nd(net: Callable, image: mx.nd.NDArray, ctx: mx.Context,
-                             scales: Sequence[float] = (1.0,), flip: bool = False,
-                             fusion: str = "mean", crop_size: CropSize = None,
-                             buckets: Optional[bool] = None) -> mx.nd.NDArray:
-    """Like :func:`predict_probabilities` but returns a C x H x W NDArray on ``ctx`` without
-    waiting for the result (so several devices can be kept busy)."""
-    stride = output_stride_of(net)
+def _scaled_size(h: int, w: int, scale: float) -> Tuple[int, int]:
+    return max(1, int(round(h * float(scale)))), max(1, int(round(w * float(scale))))
+
+
+def batch_key(net: Any, height: int, width: int, ctx: mx.Context,
+              scales: Sequence[float] = (1.0,), crop_size: CropSize = None,
+              buckets: Optional[bool] = None) -> Optional[Tuple[Tuple[int, int], ...]]:
+    """What images must share to be run as one batch by :func:`predict_probabilities_batch`:
+    the padded input shape at each scale; None for an image that is cut into sliding
+    windows at some scale (it runs alone)."""
+    stride, crop = output_stride_of(net), _pair(crop_size)
+    key = []
+    for scale in scales:
+        sh, sw = _scaled_size(height, width, scale)
+        if crop is not None and (sh > crop[0] or sw > crop[1]):
+            return None
+        key.append(_padded_shape(sh, sw, stride, ctx, buckets))
+    return tuple(key)
+
+
+def _check_request(images: Sequence[mx.nd.NDArray], scales: Sequence[float],
+                   fusion: str) -> None:
     if fusion not in FUSIONS:
         raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
     if not scales:
         raise ValueError("scales must hold at least one scale")
     if any(float(s) <= 0 for s in scales):
         raise ValueError(f"scales must be positive, got {tuple(scales)}")
-    if image.ndim != 3 or image.shape[0] != 3:
-        raise ValueError(f"image must be a normalized 3 x H x W array, got shape {image.shape}")
-    crop = _pair(crop_size)
-    x = image.as_in_context(ctx).astype("float32").expand_dims(0)
-    _, _, h, w = x.shape
-    fused: Optional[mx.nd.NDArray] = None
+    if not images:
+        raise ValueError("a batch needs at least one image")
+    for image in images:
+        if image.ndim != 3 or image.shape[0] != 3:
+            raise ValueError(f"image must be a normalized 3 x H x W array, got shape "
+                             f"{image.shape}")
+
+
+def predict_probabilities_batch(net: Callable, images: Sequence[mx.nd.NDArray], ctx: mx.Context,
+                                scales: Sequence[float] = (1.0,), flip: bool = False,
+                                fusion: str = "mean", crop_size: CropSize = None,
+                                buckets: Optional[bool] = None) -> List[mx.nd.NDArray]:
+    """:func:`predict_probabilities_nd` of several images at once: each scale (and its mirror)
+    of every image runs as one batch, each image padded to the shape they share (several
+    images must have one :func:`batch_key`, else ValueError). Each result is that image's
+    alone (up to the float rounding of another batch size), C x H x W on ``ctx``, not waited
+    for. The one inference function: every caller goes through it."""
+    _check_request(images, scales, fusion)
+    stride, crop = output_stride_of(net), _pair(crop_size)
+    xs = [image.as_in_context(ctx).astype("float32").expand_dims(0) for image in images]
+    if len(xs) > 1:
+        keys = {batch_key(net, x.shape[2], x.shape[3], ctx, scales, crop, buckets) for x in xs}
+        if len(keys) != 1 or None in keys:
+            raise ValueError("images of one batch must share their padded input shapes and "
+                             "not be cut into windows (see batch_key)")
+    fused: List[Optional[mx.nd.NDArray]] = [None] * len(xs)
     n = 0
     for scale in scales:
-        sh, sw = max(1, int(round(h * float(scale)))), max(1, int(round(w * float(scale))))
-        xs = _resize(x, sh, sw)
-        inputs = [(xs, False)] + ([(xs.flip(axis=3), True)] if flip else [])
-        for xi, flipped in inputs:
-            prob = _softmax_windowed(net, xi, crop, stride, buckets)
-            if flipped:
-                prob = prob.flip(axis=3)
-            prob = _resize(prob, h, w)
-            if fused is None:
-                fused = prob
-            elif fusion == "mean":
-                fused = fused + prob
+        sizes = [x.shape[2:] for x in xs]
+        scaled = [_resize(x, *_scaled_size(h, w, scale)) for x, (h, w) in zip(xs, sizes)]
+        for flipped in (False, True) if flip else (False,):
+            inputs = [x.flip(axis=3) for x in scaled] if flipped else scaled
+            if len(inputs) == 1:
+                probs = [_softmax_windowed(net, inputs[0], crop, stride, buckets)]
             else:
-                fused = mx.nd.maximum(fused, prob)
+                probs = [mx.nd.softmax(out, axis=1)
+                         for out in _logits_batch(net, inputs, stride, buckets)]
+            for i, (prob, (h, w)) in enumerate(zip(probs, sizes)):
+                prob = _resize(prob.flip(axis=3) if flipped else prob, h, w)
+                if fused[i] is None:
+                    fused[i] = prob
+                elif fusion == "mean":
+                    fused[i] = fused[i] + prob
+                else:
+                    fused[i] = mx.nd.maximum(fused[i], prob)
             n += 1
     if fusion == "mean":
-        fused = fused / n
-    else:  # max fusion: renormalize so the result is still a distribution per pixel
-        fused = fused / fused.sum(axis=1, keepdims=True)
-    return fused[0]
+        return [f[0] / n for f in fused]
+    # max fusion: renormalize so the result is still a distribution per pixel
+    return [(f / f.sum(axis=1, keepdims=True))[0] for f in fused]
+
+
+def predict_probabilities_nd(net: Callable, image: mx.nd.NDArray, ctx: mx.Context,
+                             scales: Sequence[float] = (1.0,), flip: bool = False,
+                             fusion: str = "mean", crop_size: CropSize = None,
+                             buckets: Optional[bool] = None) -> mx.nd.NDArray:
+    """Like :func:`predict_probabilities` but returns a C x H x W NDArray on ``ctx`` without
+    waiting for the result (so several devices can be kept busy)."""
+    return predict_probabilities_batch(net, [image], ctx, scales, flip, fusion, crop_size,
+                                       buckets)[0]
 
 
 def predict_probabilities(net: Callable, image: mx.nd.NDArray, ctx: mx.Context,

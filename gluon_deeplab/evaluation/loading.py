@@ -6,11 +6,12 @@ An export is what gets shipped, so evaluating it measures the mIoU users will ge
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import mxnet as mx
 
 from ..checkpoint import model_from_checkpoint
+from ..class_names import checkpoint_classes, export_classes
 from ..deploy.export_format import exported_files, load_exported, read_meta
 
 PROBE_SHAPE = (1, 3, 64, 64)
@@ -25,6 +26,7 @@ class InferenceModel:
     output_stride: Optional[int]
     precision: str  # 'fp32' for checkpoints; the export's (fp32 / bf16 / int8)
     source: str  # checkpoint path or export prefix
+    classes: List[str] = field(default_factory=list)  # recorded, else the dataset's defaults
     iteration: Optional[int] = None
     train_args: Dict[str, Any] = field(default_factory=dict)  # the run's flags, when known
 
@@ -50,7 +52,7 @@ def load_inference_model(checkpoint: Optional[str], exported: Optional[str],
         # Buffers planned once per input shape: inference pads to a few bucket sizes.
         net.hybridize(static_alloc=True, static_shape=True)
         return InferenceModel(net, net.num_classes, net.backbone.output_stride, "fp32",
-                              checkpoint, ckpt.iteration, ckpt.args)
+                              checkpoint, checkpoint_classes(ckpt), ckpt.iteration, ckpt.args)
     if output_stride is not None:
         raise ValueError("--output_stride applies to --checkpoint only (an export is fixed)")
     meta = read_meta(exported, required=False)
@@ -65,4 +67,4 @@ def load_inference_model(checkpoint: Optional[str], exported: Optional[str],
         raise ValueError(f"{exported}: the meta file says {meta.get('num_classes')} classes, "
                          f"the graph predicts {num_classes}")
     return InferenceModel(net, num_classes, meta.get("output_stride"), precision, exported,
-                          meta.get("iteration"))
+                          export_classes(meta, num_classes, exported), meta.get("iteration"))

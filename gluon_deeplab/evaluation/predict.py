@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
-
-import mxnet as mx
+from typing import Callable, Dict, List, Optional, Sequence
 
 from ..cli_help import DefaultsHelpFormatter
-from ..data import read_image, read_label_png
+from ..data import read_label_png
 from ..data.base import IMAGE_EXTS
-from ..data.transforms import normalize
 from ..devices import resolve_contexts
 from ..paths import check_writable
 from .cli import (
@@ -27,8 +24,8 @@ from .cli import (
     parse_scales,
 )
 from .colormap import save_mask
-from .inference import predict_probabilities_nd, save_probability_file
-from .loading import load_inference_model
+from .inference import save_probability_file
+from .segmenter import Segmenter, open_segmenter
 from .visualize import overlay, panel, save_rgb
 
 OUTPUT_FOLDERS = ("masks", "overlays", "panels")
@@ -96,43 +93,35 @@ def label_paths(images: Sequence[str], label_dir: Optional[str]) -> Dict[str, Op
     return labels
 
 
-def predict_images(net: Callable, images: Sequence[str], output_dir: str,
-                   ctxs: Sequence[mx.Context], scales: Sequence[float] = (1.0,),
-                   flip: bool = False, fusion: str = "mean", crop_size: Optional[int] = None,
-                   label_dir: Optional[str] = None, crf: Optional[Callable] = None,
-                   save_probabilities: bool = False, alpha: float = 0.5,
-                   overwrite: bool = False, buckets: Optional[bool] = None) -> List[Dict[str, str]]:
-    """Predict every image (round-robin over ``ctxs``) and write mask, overlay and panel;
-    ``buckets``: as in :func:`gluon_deeplab.evaluation.predict_probabilities`."""
-    ctxs = list(ctxs)
+def predict_images(segmenter: Segmenter, images: Sequence[str], output_dir: str,
+                   scales: Sequence[float] = (1.0,), flip: bool = False, fusion: str = "mean",
+                   crop_size: Optional[int] = None, label_dir: Optional[str] = None,
+                   crf: Optional[Callable] = None, save_probabilities: bool = False,
+                   alpha: float = 0.5, overwrite: bool = False,
+                   buckets: Optional[bool] = None) -> List[Dict[str, str]]:
+    """Segment every image (:meth:`Segmenter.segment_iter`, round-robin over its devices)
+    and write mask, overlay and panel; ``buckets``: as in
+    :func:`gluon_deeplab.evaluation.predict_probabilities`."""
     _check_outputs(images, output_dir, overwrite, save_probabilities)
     labels = label_paths(images, label_dir)
     written = []
-    for first in range(0, len(images), len(ctxs)):
-        queued: List[Tuple[str, Any, Any]] = []
-        for path, ctx in zip(images[first:first + len(ctxs)], ctxs):
-            rgb = read_image(path)
-            prob = predict_probabilities_nd(net, normalize(rgb), ctx, scales, flip, fusion,
-                                            crop_size, buckets)
-            queued.append((path, rgb, prob))
-        for path, rgb, prob in queued:
-            prob = prob.asnumpy()
-            if crf is not None:
-                prob = crf(rgb, prob)
-            mask = prob.argmax(axis=0).astype("uint8")
-            label = read_label_png(labels[path]) if labels[path] else None
-            if label is not None and label.shape != mask.shape:
-                raise ValueError(f"{labels[path]}: label is {label.shape[0]}x{label.shape[1]}, "
-                                 f"image {path} is {mask.shape[0]}x{mask.shape[1]}")
-            paths = output_paths(path, output_dir)
-            save_mask(mask, paths["masks"])
-            save_rgb(overlay(rgb, mask, alpha), paths["overlays"])
-            save_rgb(panel(rgb, mask, label), paths["panels"])
-            if save_probabilities:
-                save_probability_file(prob, paths["probabilities"])
-            else:
-                del paths["probabilities"]
-            written.append(paths)
+    for path, result in zip(images, segmenter.segment_iter(
+            images, scales, flip, crf or False, save_probabilities, fusion=fusion,
+            crop_size=crop_size, buckets=buckets)):
+        mask, rgb = result.mask, result.image
+        label = read_label_png(labels[path]) if labels[path] else None
+        if label is not None and label.shape != mask.shape:
+            raise ValueError(f"{labels[path]}: label is {label.shape[0]}x{label.shape[1]}, "
+                             f"image {path} is {mask.shape[0]}x{mask.shape[1]}")
+        paths = output_paths(path, output_dir)
+        save_mask(mask, paths["masks"])
+        save_rgb(overlay(rgb, mask, alpha), paths["overlays"])
+        save_rgb(panel(rgb, mask, label), paths["panels"])
+        if save_probabilities:
+            save_probability_file(result.probabilities, paths["probabilities"])
+        else:
+            del paths["probabilities"]
+        written.append(paths)
     return written
 
 
@@ -169,8 +158,8 @@ def run_predict(args: argparse.Namespace) -> List[Dict[str, str]]:
     # Cheap checks first: no model is loaded for a run that would fail on its outputs.
     _check_outputs(images, args.output_dir, args.overwrite, args.save_probabilities)
     label_paths(images, args.label_dir)
-    net = load_inference_model(args.checkpoint, args.exported, ctxs, args.output_stride).net
-    return predict_images(net, images, args.output_dir, ctxs, scales=scales, flip=args.flip,
+    segmenter = open_segmenter(args.checkpoint, args.exported, ctxs, args.output_stride)
+    return predict_images(segmenter, images, args.output_dir, scales=scales, flip=args.flip,
                           fusion=args.fusion, crop_size=args.crop_size,
                           label_dir=args.label_dir, crf=crf,
                           save_probabilities=args.save_probabilities, alpha=args.alpha,

@@ -25,6 +25,7 @@ from ..checkpoint import (
     restore_trainer_states,
     save_checkpoint,
 )
+from ..class_names import CLASSES
 from ..data import make_dataloader
 from ..devices import resolve_contexts
 from ..evaluation import evaluate
@@ -138,6 +139,7 @@ class Run:
         return save_checkpoint(path, self.net, iteration, self.trainer, self.run_args,
                                self.state.best_miou,
                                extra={"num_workers": self.dist.num_workers,
+                                      CLASSES: list(self.train_set.classes),
                                       RUN_ID: self.state.run_id})
 
     def validate(self, iteration: int) -> None:
