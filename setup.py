@@ -34,6 +34,8 @@ setup(
         # tensorboard: its EventAccumulator reads the event files back in the tests.
         "test": ["pytest>=7", "ruff>=0.5", "tensorboard==2.21.0"],
         "crf": ["pydensecrf2==1.1"],
+        # Overlay videos (predict.py clip.mp4): PyAV's wheels carry FFmpeg with libx264.
+        "video": ["av==18.1.1"],
         # The newest pair that works with numpy < 1.24 and MXNet's opset-13 converter.
         "onnx": ["onnx==1.16.2", "onnxruntime==1.31.1"],
         # dmlc_tracker's Kubernetes submitter (gluon-deeplab-launch --launcher kubernetes).

@@ -17,6 +17,7 @@ from gluon_deeplab import build_model
 from gluon_deeplab.checkpoint import load_checkpoint, save_checkpoint
 from gluon_deeplab.data import VOC_CLASSES, get_dataset, normalize, synthetic_classes
 from gluon_deeplab.deploy import export_checkpoint, read_meta
+from gluon_deeplab.deploy.export_format import export_model
 from gluon_deeplab.evaluation import DenseCRF, predict_probabilities
 from gluon_deeplab.evaluation.inference import predict_probabilities_batch
 
@@ -224,6 +225,19 @@ def test_files_without_class_names_load_with_the_dataset_defaults_said_once(tmp_
     assert mask.shape == (17, 23) and mask.max() < 21
     assert "using the defaults of its class count: background, aeroplane" in \
         capsys.readouterr().err
+
+
+def test_bare_export_carries_the_class_names_it_is_given(tmp_path):
+    prefix = str(tmp_path / "bare")
+    export_model(build_model(2, "resnet18_v2"), prefix, classes=["sky", "ground"])
+    assert read_meta(prefix)["classes"] == ["sky", "ground"]
+    assert gd.load_segmenter(prefix).segment(np.zeros((9, 9, 3), np.uint8)).classes == \
+        ["sky", "ground"]
+    with open(prefix + "-meta.json", "w", encoding="utf-8") as f:
+        json.dump({"output_stride": 16, "num_classes": 2, "classes": ["sky"]}, f)
+    with pytest.raises(ValueError, match="bare-meta.json records 1 class names for a model of "
+                                         "2 classes"):
+        gd.load_segmenter(prefix)
 
 
 def test_model_source_and_precision_errors_name_the_file(models, tmp_path):

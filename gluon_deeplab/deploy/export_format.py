@@ -128,19 +128,23 @@ def write_graph(net: HybridBlock, prefix: str,
 
 def export_model(net: HybridBlock, prefix: str, overwrite: bool = False,
                  probe_size: Tuple[int, int] = EXPORT_PROBE_SIZE,
-                 self_padding: bool = True) -> Tuple[str, str]:
+                 self_padding: bool = True,
+                 classes: Optional[Sequence[str]] = None) -> Tuple[str, str]:
     """Export a bare model (no checkpoint): :func:`write_graph`, then, for a model that knows
-    its output stride, ``PREFIX-meta.json`` with its stride, class count and
-    :data:`PADS_INPUT` (``export_checkpoint`` writes the full record instead). Existing files
-    are kept unless ``overwrite``; returns the symbol and parameter file paths."""
+    its output stride, ``PREFIX-meta.json`` with its stride, class count, ``classes`` (the
+    names, when given) and :data:`PADS_INPUT` (``export_checkpoint`` writes the full record
+    instead). Existing files are kept unless ``overwrite``; returns the symbol and parameter
+    file paths."""
     files = exported_files(check_prefix(prefix))
     stride = getattr(net, "output_stride", None)
     refuse_existing(files + ((meta_path(prefix),) if stride else ()), overwrite)
     write_graph(net, prefix, probe_size, self_padding)
     if stride:
-        write_meta(prefix, {"output_stride": int(stride),
-                            "num_classes": getattr(net, "num_classes", None),
-                            PADS_INPUT: bool(self_padding)})
+        record = {"output_stride": int(stride), "num_classes": getattr(net, "num_classes", None),
+                  PADS_INPUT: bool(self_padding)}
+        if classes is not None:
+            record["classes"] = list(classes)
+        write_meta(prefix, record)
     return files
 
 
