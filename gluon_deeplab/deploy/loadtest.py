@@ -118,6 +118,16 @@ def measure(url: str, bodies: List[bytes], concurrency: int, requests: int,
             "mean_batch": images / runs if runs else 0.0}
 
 
+def _warm_up(url: str, bodies: List[bytes]) -> None:
+    """One request per image size, not timed: the model plans each new input shape once (as
+    :func:`direct_rate` runs one image first)."""
+    import httpx
+
+    for body in bodies:
+        httpx.post(f"{url}/v1/segment", content=body, headers={"content-type": "image/jpeg"},
+                   timeout=300).raise_for_status()
+
+
 def direct_rate(model: str, bodies: List[bytes], requests: int) -> Dict[str, float]:
     """``Segmenter.segment`` in a loop over the decoded images, in this process: the same
     statistics as :func:`measure`, without HTTP or the queue."""
@@ -127,7 +137,8 @@ def direct_rate(model: str, bodies: List[bytes], requests: int) -> Dict[str, flo
 
     segmenter = load_segmenter(model)
     images = [np.asarray(Image.open(io.BytesIO(b)).convert("RGB")) for b in bodies]
-    segmenter.segment(images[0])
+    for image in images[:len(set(im.shape for im in images))]:
+        segmenter.segment(image)
     latencies = []
     start = time.perf_counter()
     for i in range(requests):
@@ -166,6 +177,7 @@ def loadtest(models: Dict[str, str], size_sets: Sequence[str], max_batches: Sequ
             with running_server(path, flags, log_path=log) as server:
                 for sizes in size_sets:
                     bodies = sample_images(SIZE_SETS[sizes], 16)
+                    _warm_up(server.url, bodies[:len(SIZE_SETS[sizes])])
                     for conc, n in zip(concurrencies, requests):
                         add(name, sizes, str(batch), conc, n,
                             measure(server.url, bodies, conc, n))
