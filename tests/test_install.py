@@ -195,11 +195,12 @@ def run_without_mxnet(no_mxnet_path, *args):
 
 def test_the_model_api_without_mxnet_names_the_install_commands(no_mxnet_path):
     code = ("import gluon_deeplab as gd\ntry:\n    gd.build_model\nexcept ImportError as e:\n"
+            "    print(e)\ntry:\n    gd.load_segmenter\nexcept ImportError as e:\n"
             "    print(e)\ntry:\n    import gluon_deeplab.training\nexcept ImportError as e:\n"
             "    print(e)\n")
     done = run_without_mxnet(no_mxnet_path, "-c", code)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines() == [MXNET_MISSING, MXNET_MISSING]
+    assert done.stdout.splitlines() == [MXNET_MISSING, MXNET_MISSING, MXNET_MISSING]
     assert "pip install -e .[cpu]" in MXNET_MISSING and ".[cu117]" in MXNET_MISSING
 
 
