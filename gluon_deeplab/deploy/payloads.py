@@ -16,14 +16,13 @@ import numpy as np
 from PIL import Image
 
 from ..data.io import DataError, image_rgb
+from ..evaluation.segmenter import MAX_SIDE
 from ..evaluation.visualize import overlay
 
 IMAGE_TYPES = ("image/png", "image/jpeg")
 FORMATS = ("png", "overlay", "json")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 JPEG_SIGNATURE = b"\xff\xd8\xff"
-# MXNet 1.9's graphs fail (a negative shape) on a side of 32768 or more: refused beforehand.
-MAX_SIDE = 32767
 
 
 class RequestError(Exception):
@@ -51,7 +50,7 @@ def _checked_size(width: int, height: int, max_pixels: int,
     ph, pw = padded(height, width) if padded is not None else (height, width)
     if max(ph, pw) > MAX_SIDE:
         raise RequestError(413, f"the image is {width}x{height}: the model takes sides up to "
-                                f"{MAX_SIDE} pixels (padded: {pw}x{ph})")
+                                f"{MAX_SIDE} pixels (MXNet's limit; padded: {pw}x{ph})")
     if ph * pw > max_pixels:
         raise RequestError(413, f"the image is {width}x{height}, which the model runs padded "
                                 f"to {pw}x{ph} = {ph * pw} pixels, over this service's "
