@@ -42,6 +42,9 @@ setup(
         "kubernetes": ["kubernetes==37.0.2"],
         # Writes the event files (numpy < 1.24 and onnx's protobuf are fine with it).
         "tensorboard": ["tensorboardX==2.6.5"],
+        # gluon-deeplab-serve and its load test (numpy < 1.24 and MXNet 1.9.1 are fine with it).
+        "serve": ["fastapi==0.165.0", "starlette==1.10.0", "uvicorn[standard]==0.55.0",
+                  "prometheus-client==0.26.0", "httpx==0.29.0", "python-multipart==0.0.34"],
     },
     entry_points={
         "console_scripts": [
@@ -56,6 +59,8 @@ setup(
             "gluon-deeplab-make-synthetic=gluon_deeplab.data.synthetic:main",
             "gluon-deeplab-env=gluon_deeplab.env:main",
             "gluon-deeplab-launch=gluon_deeplab.training.launch_cli:main",
+            "gluon-deeplab-serve=gluon_deeplab.deploy.serve_cli:serve_command",
+            "gluon-deeplab-loadtest=gluon_deeplab.deploy.loadtest:loadtest_command",
         ],
     },
 )

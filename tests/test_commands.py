@@ -68,7 +68,7 @@ def _script_target(script: str) -> str:
 
 
 def test_every_script_is_a_thin_wrapper_of_a_console_command():
-    assert len(SCRIPTS) == 9
+    assert len(SCRIPTS) == 10
     targets = {target: name for name, target in COMMANDS.items()}
     for script in SCRIPTS:
         target = _script_target(script)

@@ -37,6 +37,11 @@ NOT_RUN = {
                           "(tests/test_install.py checks its choices)",
     "pip install": "changes the environment this test runs in",
     "tensorboard --logdir": "a server that runs until stopped",
+    "gluon-deeplab-serve": "a server that runs until stopped; tests/test_serve.py starts it on "
+                           "127.0.0.1 and sends these requests",
+    "curl -s --data-binary": "needs the server above running (tests/test_serve.py)",
+    "python scripts/loadtest.py": "minutes of load on VOC-sized images; tests/test_loadtest.py "
+                                  "runs it at a tiny size",
     "apt-get update": "installs system packages (as root; the docker/ images run it)",
     "docker build": "no Docker here; tests/test_docker.py checks docker/'s commands",
     "docker run": "needs an image built with Docker and a GPU",

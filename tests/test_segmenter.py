@@ -192,6 +192,8 @@ def test_bad_images_are_one_line_errors_naming_what_was_expected(models, tmp_pat
     assert "got uint8 (4, 4)" in _error(segmenter, np.zeros((4, 4), np.uint8))
     text = _error(segmenter, [np.zeros((4, 4, 3), np.uint8), {"not": "an image"}])
     assert "image 1: expected an image file path, a PIL image or an H x W x 3 uint8" in text
+    text = _error(segmenter, np.zeros((1, 40000, 3), np.uint8))  # MXNet fails from 32768 on
+    assert "image: 40000x1 runs padded to" in text and "sides up to 32767 pixels" in text
 
 
 def test_training_records_class_names_and_exports_carry_them(models):

@@ -23,6 +23,9 @@ from .loading import InferenceModel, load_inference_model
 PRECISIONS = ("fp32", "bf16", "int8")
 EXPORT_SUFFIXES = ("-symbol.json", "-0000.params", "-meta.json")
 Contexts = Union[mx.Context, Sequence[mx.Context], None]
+# MXNet 1.9's graphs fail (a negative shape, deep in a C++ traceback) on an input side of 32768
+# or more: such an image is refused in one line first.
+MAX_SIDE = 32767
 
 
 @dataclass
@@ -125,9 +128,12 @@ class Segmenter:
         ``batch_size`` a group; an image without a key is a group alone."""
         groups: Dict[Any, List[List[int]]] = {}
         order: List[List[int]] = []
-        for i, (rgb, _) in enumerate(chunk):
+        for i, (rgb, name) in enumerate(chunk):
             key = self.batch_key(rgb.shape[0], rgb.shape[1], settings["scales"],
                                  settings["crop_size"], settings["buckets"])
+            if key is not None and max(max(shape) for shape in key) > MAX_SIDE:
+                raise ValueError(f"{name or 'image'}: {rgb.shape[1]}x{rgb.shape[0]} runs padded "
+                                 f"to {key}; the model takes sides up to {MAX_SIDE} pixels")
             batches = groups.setdefault(key, []) if key is not None else []
             if not batches or len(batches[-1]) == batch_size:
                 batches.append([])
