@@ -61,9 +61,9 @@ async def _with_app(fake, body, **settings):
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            for _ in range(200):
-                if (await client.get("/readyz")).status_code == 200:
-                    break
+            until = time.monotonic() + 60
+            while (await client.get("/readyz")).status_code != 200:  # warm-up call done
+                assert time.monotonic() < until, "the app did not get ready in 60 s"
                 await asyncio.sleep(0.01)
             return await body(client, app)
 
@@ -86,8 +86,9 @@ def test_queue_full_gets_503_with_retry_after_at_once_and_the_queued_finish():
     async def body(client, app):
         worker = app.state.service.worker
         fake.gate.clear()
+        warm_up = len(fake.calls)
         first = asyncio.create_task(_post(client, _png()))
-        await _until(lambda: fake.calls)  # the worker holds it, blocked
+        await _until(lambda: len(fake.calls) > warm_up)  # the worker holds it, blocked
         queued = [asyncio.create_task(_post(client, _png())) for _ in range(2)]
         await _until(lambda: worker.depth() == 2)
         start = time.perf_counter()
@@ -126,8 +127,9 @@ def test_bad_image_in_a_batch_fails_only_its_own_request():
 
     async def body(client, app):
         fake.gate.clear()
+        warm_up = len(fake.calls)
         tasks = [asyncio.create_task(_post(client, _png(v))) for v in (0, BAD_MARK, 0, 0)]
-        await _until(lambda: fake.calls)
+        await _until(lambda: len(fake.calls) > warm_up)
         await asyncio.sleep(0.1)
         fake.gate.set()
         return await asyncio.gather(*tasks)
