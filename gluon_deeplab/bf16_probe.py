@@ -192,15 +192,16 @@ def _entries(path: str) -> List[Dict[str, Any]]:
 def _save(path: str, entries: List[Dict[str, Any]]) -> None:
     """Write the cache at once (a reader never sees half a file); an unwritable cache folder
     only means measuring again next time."""
-    temporary = f"{path}.{os.getpid()}.tmp"
-    try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
+    from .checkpoint import atomic_write  # imports MXNet, which a probe has loaded already
+
+    def write(temporary: str) -> None:
         with open(temporary, "w", encoding="utf-8") as f:
             json.dump({"entries": entries[-MAX_ENTRIES:]}, f, indent=1)
-        os.replace(temporary, path)
+
+    try:
+        atomic_write(path, write)
     except OSError:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+        pass
 
 
 def _speed(record: Mapping[str, Any], cached: bool) -> Optional[Bf16Speed]:
