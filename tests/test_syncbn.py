@@ -25,8 +25,8 @@ def run_here(*args: str, timeout: int = TIMEOUT) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=timeout, env=env)
 
 
-@pytest.mark.parametrize("num_devices", [3, 4])
-def test_syncbn_statistics_equal_one_device_on_the_whole_batch_over_20_steps(num_devices):
+def test_syncbn_statistics_equal_one_device_on_the_whole_batch_over_20_steps():
+    num_devices = 3  # an odd count: no pairwise shortcut can pass it
     proc = run_here("stats", str(num_devices), str(STEPS))
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
