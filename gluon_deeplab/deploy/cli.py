@@ -71,8 +71,8 @@ def build_export_parser() -> argparse.ArgumentParser:
     q.add_argument("--calib_size", type=int, nargs=2, default=(513, 513), metavar=("H", "W"),
                    help="calibration images are center-cropped / padded to this size")
     q.add_argument("--quantized_dtype", choices=QUANTIZED_DTYPES, default=DEFAULT_QUANTIZED_DTYPE,
-                   help="int8: signed everywhere; auto: uint8 after a ReLU (lost 0.8 mIoU "
-                        "points on the quick start's model)")
+                   help="int8: signed everywhere; auto: uint8 after a ReLU (mIoU per CPU: "
+                        "docs/deployment.md)")
     q.add_argument("--exclude", nargs="*", choices=EXCLUDE_GROUPS, default=list(DEFAULT_EXCLUDE),
                    help="layer groups kept in fp32")
     o = p.add_argument_group("ONNX")

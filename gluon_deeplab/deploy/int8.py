@@ -6,11 +6,11 @@ layer's output ('naive': min/max; 'entropy': KL-optimal thresholds). Layers name
 ``exclude`` stay fp32: by default the first convolution (it sees the raw normalized image) and
 the classifier (its logits decide the argmax), the two layers where INT8 costs the most accuracy
 for the least time. ``quantized_dtype`` is 'int8' (signed everywhere; the default) or 'auto'
-(uint8 after a ReLU). On the quick start's model 'int8' kept the fp32 mIoU to 0.4 points and
-'auto' lost 0.8 whatever the calibration mode, image count or exclusions (README, INT8); entropy
-calibration lost 64 points. oneDNN's third choice, 'uint8' everywhere, is not offered: ResNet-v2
-is pre-activation, so many quantized inputs are negative and uint8 clips them (on the
-synthetic set it cost 0.47 mIoU).
+(uint8 after a ReLU). How much each costs depends on the CPU's INT8 kernels (docs/deployment.md
+measures both on the quick start's model: on AVX2 'int8' kept the fp32 mIoU to 0.6 points,
+'auto' lost 1.7; entropy calibration loses over 60 points everywhere). oneDNN's third choice,
+'uint8' everywhere, is not offered: ResNet-v2 is pre-activation, so many quantized inputs are
+negative and uint8 clips them (on the synthetic set it cost 0.47 mIoU).
 """
 
 from __future__ import annotations
