@@ -1,4 +1,4 @@
-"""Command line of scripts/export.py (argparse + one library call)."""
+"""Command line of scripts/export.py: argparse, the calibration set, then `export_checkpoint`."""
 
 from __future__ import annotations
 

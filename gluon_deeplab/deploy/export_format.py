@@ -2,10 +2,10 @@
 hybridized graph), ``PREFIX-meta.json`` (how to feed it), ``PREFIX.onnx``; writers and loader.
 
 The exported graph pads its input with the mean to the next ``output_stride * k + 1`` and
-crops the logits back, as ``predict.py`` does, so it accepts any H x W and gives predict.py's
-result. Input: a float32 NCHW batch of RGB images in [0, 1] normalized with the model zoo
-mean/std. Reload without this package: ``mxnet.gluon.SymbolBlock.imports(PREFIX +
-'-symbol.json', ['data'], PREFIX + '-0000.params')``.
+crops the logits back with evaluation/inference.py's padding rule, so it accepts any H x W and
+gives what ``Segmenter.segment`` gives the checkpoint. Input: a float32 NCHW batch of RGB
+images in [0, 1] normalized with the model zoo mean/std. Reload without this package:
+``mxnet.gluon.SymbolBlock.imports(PREFIX + '-symbol.json', ['data'], PREFIX + '-0000.params')``.
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 Every artefact reloads without this package: ``mxnet.gluon.SymbolBlock.imports(PREFIX +
 '-symbol.json', ['data'], PREFIX + '-0000.params')`` (any input size; the graph pads and crops
-like ``predict.py``) or an ONNX runtime on ``PREFIX.onnx`` (the one size it was exported at).
-``PREFIX-meta.json`` says how to feed the model.
+with evaluation/inference.py's rule) or an ONNX runtime on ``PREFIX.onnx`` (the one size it
+was exported at). ``PREFIX-meta.json`` says how to feed the model.
 """
 
 from __future__ import annotations
