@@ -32,7 +32,7 @@ setup(
     extras_require={
         **MXNET_EXTRAS,
         # tensorboard: its EventAccumulator reads the event files back in the tests.
-        "test": ["pytest>=7", "ruff>=0.5", "tensorboard==2.21.0"],
+        "test": ["pytest>=7", "ruff>=0.5", "tensorboard==2.21.0", "playwright==1.65.3"],
         "crf": ["pydensecrf2==1.1"],
         # Overlay videos (predict.py clip.mp4): PyAV's wheels carry FFmpeg with libx264.
         "video": ["av==18.1.1"],
@@ -45,6 +45,8 @@ setup(
         # gluon-deeplab-serve and its load test (numpy < 1.24 and MXNet 1.9.1 are fine with it).
         "serve": ["fastapi==0.165.0", "starlette==1.10.0", "uvicorn[standard]==0.55.0",
                   "prometheus-client==0.26.0", "httpx==0.29.0", "python-multipart==0.0.34"],
+        # The browser demo at /demo and gluon-deeplab-demo (brings pillow < 13 and pandas).
+        "demo": ["gradio==6.31.0"],
     },
     entry_points={
         "console_scripts": [
@@ -60,6 +62,7 @@ setup(
             "gluon-deeplab-env=gluon_deeplab.env:main",
             "gluon-deeplab-launch=gluon_deeplab.training.launch_cli:main",
             "gluon-deeplab-serve=gluon_deeplab.deploy.serve_cli:serve_command",
+            "gluon-deeplab-demo=gluon_deeplab.deploy.serve_cli:demo_command",
             "gluon-deeplab-loadtest=gluon_deeplab.deploy.loadtest:loadtest_command",
         ],
     },

@@ -186,7 +186,8 @@ def test_train_sh_passes_decoder_and_separable_to_both_phases(tmp_path):
 
 def test_bench_decoder_part_lists_v3_and_v3plus_with_the_ratio_to_os8(monkeypatch):
     """The table's shape on faked children; one real row below runs a case for real."""
-    from gluon_deeplab.bench import BenchConfig, rows as bench_rows
+    from gluon_deeplab.bench import BenchConfig
+    from gluon_deeplab.bench import rows as bench_rows
 
     cases = []
 
@@ -211,7 +212,8 @@ def test_bench_decoder_part_lists_v3_and_v3plus_with_the_ratio_to_os8(monkeypatc
 
 
 def test_bench_decoder_cases_time_v3plus_in_their_own_processes(monkeypatch):
-    from gluon_deeplab.bench import BenchConfig, rows as bench_rows, run_benchmark
+    from gluon_deeplab.bench import BenchConfig, run_benchmark
+    from gluon_deeplab.bench import rows as bench_rows
 
     monkeypatch.setattr(bench_rows, "DECODER_VARIANTS", bench_rows.DECODER_VARIANTS[:2])
     config = BenchConfig.quick(parts=("decoder",), size=33, output_strides=(16,),

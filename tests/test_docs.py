@@ -40,6 +40,8 @@ NOT_RUN = {
     "gluon-deeplab-serve": "a server that runs until stopped; tests/test_serve.py starts it on "
                            "127.0.0.1 and sends these requests",
     "curl -s --data-binary": "needs the server above running (tests/test_serve.py)",
+    "gluon-deeplab-demo": "a server that runs until stopped; tests/test_demo.py starts it on "
+                          "127.0.0.1 and drives its page in Chromium",
     "python scripts/loadtest.py": "minutes of load on VOC-sized images; tests/test_loadtest.py "
                                   "runs it at a tiny size",
     "apt-get update": "installs system packages (as root; the docker/ images run it)",

@@ -28,7 +28,7 @@ from gluon_deeplab.evaluation.segmenter import load_segmenter  # noqa: E402
 from gluon_deeplab.evaluation.visualize import overlay  # noqa: E402
 
 FLAGS = ["--max_batch", "8", "--max_wait_ms", "100", "--max_pixels", "200000",
-         "--max_body_mb", "1", "--timeout_s", "60"]
+         "--max_body_mb", "1", "--timeout_s", "60", "--no_demo"]
 PNG = {"content-type": "image/png"}
 
 
@@ -105,6 +105,12 @@ async def _posts(url, bodies, content_types):
         return await asyncio.gather(*[
             client.post(f"{url}/v1/segment", content=body, headers={"content-type": kind})
             for body, kind in zip(bodies, content_types)])
+
+
+def test_no_demo_serves_the_api_without_the_browser_demo(service):
+    server, _, _ = service
+    assert httpx.get(f"{server.url}/demo/", timeout=10).status_code == 404
+    assert httpx.get(f"{server.url}/healthz", timeout=10).status_code == 200
 
 
 def test_concurrent_requests_run_batched_and_equal_each_image_alone(service):

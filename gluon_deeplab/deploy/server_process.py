@@ -38,14 +38,14 @@ class ServerProcess:
         until = time.monotonic() + timeout_s
         while time.monotonic() < until:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"gluon-deeplab-serve exited ({self.proc.returncode}): "
+                raise RuntimeError(f"the server exited ({self.proc.returncode}): "
                                    f"{self.stderr()[-2000:]}")
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(f"{self.url}/readyz", timeout=2.0).status_code == 200:
                     return
             time.sleep(0.1)
         self.stop()
-        raise RuntimeError(f"gluon-deeplab-serve not ready within {timeout_s:g} s: "
+        raise RuntimeError(f"the server was not ready within {timeout_s:g} s: "
                            f"{self.stderr()[-2000:]}")
 
     def stop(self, timeout_s: float = 60.0) -> int:
@@ -66,27 +66,34 @@ class ServerProcess:
             return f.read()
 
 
+COMMANDS = {"serve": "serve_command", "demo": "demo_command"}
+
+
 def start_server(model: str, flags: Sequence[str] = (), log_path: Optional[str] = None,
-                 env: Optional[Dict[str, str]] = None) -> ServerProcess:
-    """Start ``gluon-deeplab-serve --model MODEL FLAGS`` on 127.0.0.1 and a free port (not
-    waited for: see :meth:`ServerProcess.wait_ready`); its stderr goes to ``log_path``."""
+                 env: Optional[Dict[str, str]] = None, command: str = "serve") -> ServerProcess:
+    """Start ``gluon-deeplab-COMMAND --model MODEL FLAGS`` (serve or demo) on 127.0.0.1 and a
+    free port (not waited for: see :meth:`ServerProcess.wait_ready`); its stderr goes to
+    ``log_path``."""
     port = free_port()
     log_path = log_path or os.path.join(os.environ.get("TMPDIR", "/tmp"),
-                                        f"gluon-deeplab-serve-{port}.log")
-    command = [sys.executable, "-m", "gluon_deeplab.deploy.serve_cli", "--model", model,
-               "--host", "127.0.0.1", "--port", str(port), *flags]
+                                        f"gluon-deeplab-{command}-{port}.log")
+    function = COMMANDS[command]
+    command_line = [sys.executable, "-c", "import sys; from gluon_deeplab.deploy.serve_cli "
+                    f"import {function}; sys.exit({function}())", "--model", model,
+                    "--host", "127.0.0.1", "--port", str(port), *flags]
     pythonpath = os.pathsep.join(p for p in (PACKAGE_ROOT, os.environ.get("PYTHONPATH")) if p)
     with open(log_path, "w", encoding="utf-8") as log:
-        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen(command_line, stdout=log, stderr=subprocess.STDOUT,
                                 env=dict(env or os.environ, PYTHONPATH=pythonpath))
     return ServerProcess(proc, f"http://127.0.0.1:{port}", log_path)
 
 
 @contextlib.contextmanager
 def running_server(model: str, flags: Sequence[str] = (), ready_timeout_s: float = 180.0,
-                   log_path: Optional[str] = None) -> Iterator[ServerProcess]:
+                   log_path: Optional[str] = None,
+                   command: str = "serve") -> Iterator[ServerProcess]:
     """A started and ready server, stopped by its PID at the end of the block."""
-    server = start_server(model, flags, log_path)
+    server = start_server(model, flags, log_path, command=command)
     try:
         server.wait_ready(ready_timeout_s)
         yield server
