@@ -192,7 +192,7 @@ def _entries(path: str) -> List[Dict[str, Any]]:
 def _save(path: str, entries: List[Dict[str, Any]]) -> None:
     """Write the cache at once (a reader never sees half a file); an unwritable cache folder
     only means measuring again next time."""
-    from .checkpoint import atomic_write  # imports MXNet, which a probe has loaded already
+    from .files import atomic_write
 
     def write(temporary: str) -> None:
         with open(temporary, "w", encoding="utf-8") as f:

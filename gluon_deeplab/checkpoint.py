@@ -9,8 +9,9 @@ shared like model files, and resuming one must be as safe as evaluating it. Chec
 before (pickled ``__optimizer__`` bytes, no checksum) still load their weights; resuming their
 optimizer state is refused with a message that says to use ``--init_checkpoint``.
 
-It is written to a temporary file in the same folder (mode 0666 minus the umask), flushed to disk
-and renamed, so a crash never leaves a half-written checkpoint behind.
+It is written with :func:`gluon_deeplab.files.atomic_write`, so a crash never leaves a
+half-written checkpoint behind. The optimizer state is taken from and put back into a Gluon
+trainer by training/trainer_state.py.
 """
 
 from __future__ import annotations
@@ -19,13 +20,13 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, Optional, Tuple, Union
 
 import mxnet as mx
 import numpy as np
 
+from .files import atomic_write
 from .models import (
     DeepLabV3,
     VortexPooling,
@@ -76,171 +77,6 @@ def _bytes_array(data: bytes) -> mx.nd.NDArray:
     return mx.nd.array(np.frombuffer(data, dtype=np.uint8), dtype=np.uint8)
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write(path: str, write) -> None:
-    """Call ``write(tmp_path)``, flush the result to disk, then rename it onto ``path``.
-
-    The file gets the mode a plain ``open(path, 'w')`` would give (0666 minus the umask), not
-    the 0600 of ``mkstemp``.
-    """
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(path), dir=folder)
-    os.close(fd)
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    dir_fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def ready_trainer(trainer: mx.gluon.Trainer) -> None:
-    """Create the trainer's kvstore and updaters, and give every device (and every worker of
-    a distributed run) the first one's weights, now; a collective call under a distributed
-    kvstore.
-
-    Gluon does this lazily inside the first ``step``, after that step's backward is queued.
-    With a distributed kvstore the pull of the starting weights is then in flight together
-    with the first gradients of the same keys, and a worker's pull can reach the server after
-    those gradients were summed: that worker takes the sum as its weights and the workers
-    part (seen on a loaded 2-core machine in about one launch in five).
-    """
-    if not trainer._kv_initialized:
-        trainer._init_kvstore()
-    if trainer._params_to_init:
-        trainer._init_params()
-        mx.nd.waitall()
-    if trainer._update_on_kvstore:
-        raise ValueError("the optimizer state lives on the kvstore (update_on_kvstore=True) and "
-                         "cannot be saved as arrays; build the trainer with "
-                         "update_on_kvstore=False (as make_trainer does)")
-
-
-def _structural_names(trainer: mx.gluon.Trainer, net: mx.gluon.Block) -> List[str]:
-    by_id = {id(p): name for name, p in net._collect_params_with_prefix().items()}
-    names = [by_id.get(id(p)) for p in trainer._params]
-    if None in names:
-        raise ValueError("the trainer updates parameters that are not in the network")
-    return names
-
-
-def trainer_states(trainer: mx.gluon.Trainer, net: mx.gluon.Block) -> OptimizerState:
-    """The optimizer state of a Gluon trainer over ``net`` as named arrays + JSON.
-
-    The state of the first device's updater is taken: with synchronous data parallelism every
-    device applies the same update, so their states are equal (as ``Trainer.save_states``).
-    """
-    ready_trainer(trainer)
-    names = _structural_names(trainer, net)
-    optimizer = trainer._optimizer
-    states = trainer._updaters[0].states
-    arrays: Dict[str, mx.nd.NDArray] = {}
-    layout: Dict[str, Any] = {}
-    for i, name in enumerate(names):
-        if i not in states:
-            continue  # never updated yet
-        state = states[i]
-        if state is None or isinstance(state, mx.nd.NDArray):
-            layout[name] = None if state is None else "array"
-            if state is not None:
-                arrays[name] = state.as_in_context(mx.cpu())
-        elif isinstance(state, (tuple, list)) and all(
-                s is None or isinstance(s, mx.nd.NDArray) for s in state):
-            layout[name] = [None if s is None else "array" for s in state]
-            for k, s in enumerate(state):
-                if s is not None:
-                    arrays[f"{name}#{k}"] = s.as_in_context(mx.cpu())
-        else:
-            raise ValueError(f"optimizer {type(optimizer).__name__}: state of {name} is a "
-                             f"{type(state).__name__}, which cannot be stored as arrays")
-    counts = optimizer._all_index_update_counts.get(trainer._contexts[0].device_id, {})
-    record = {"format": OPTIMIZER_STATE_FORMAT, "optimizer": type(optimizer).__name__.lower(),
-              "num_update": int(optimizer.num_update),
-              "update_counts": {names[i]: int(c) for i, c in counts.items()
-                                if isinstance(i, int) and i < len(names)},
-              "layout": layout}
-    return OptimizerState(record, arrays)
-
-
-def restore_trainer_states(trainer: mx.gluon.Trainer, states: OptimizerState,
-                           net: mx.gluon.Block) -> None:
-    """Inverse of :func:`trainer_states`: load the state into every device's updater.
-
-    A one-line ValueError (naming the checkpoint) for the old pickled state, another optimizer,
-    or parameters that do not match.
-    """
-    source = states.source
-    if states.legacy_pickle:
-        raise ValueError(
-            f"{source} stores its optimizer state as a pickle (written by an older gluon-deeplab), "
-            "which is not loaded because unpickling a file can run code; continue from its "
-            f"weights with --init_checkpoint {source} instead of --resume (the learning-rate "
-            "schedule and momentum start afresh)")
-    record = states.record
-    if record.get("format") != OPTIMIZER_STATE_FORMAT:
-        raise ValueError(f"{source}: unsupported optimizer state format "
-                         f"{record.get('format')!r}, expected {OPTIMIZER_STATE_FORMAT!r}")
-    ready_trainer(trainer)
-    optimizer = trainer._optimizer
-    kind = type(optimizer).__name__.lower()
-    if record.get("optimizer") != kind:
-        raise ValueError(f"{source} holds the state of optimizer {record.get('optimizer')!r}, "
-                         f"the trainer uses {kind!r}")
-    names = _structural_names(trainer, net)
-    index = {name: i for i, name in enumerate(names)}
-    layout = record.get("layout", {})
-    unknown = sorted(set(layout) - set(index))
-    if unknown:
-        raise ValueError(f"{source}: optimizer state for parameters the trainer does not "
-                         f"update: {', '.join(unknown[:5])}")
-
-    def array(key: str, i: int) -> mx.nd.NDArray:
-        if key not in states.arrays:
-            raise ValueError(f"{source}: optimizer state array {key} is missing")
-        value = states.arrays[key]
-        shape = trainer._params[i].shape
-        if tuple(value.shape) != tuple(shape):
-            raise ValueError(f"{source}: optimizer state {key} has shape {value.shape}, the "
-                             f"parameter has {tuple(shape)}")
-        return value.copy()  # each device's updater owns its state
-
-    for updater in trainer._updaters:
-        restored: Dict[int, Any] = {}
-        for name, spec in layout.items():
-            i = index[name]
-            if spec is None:
-                restored[i] = None
-            elif spec == "array":
-                restored[i] = array(name, i)
-            else:
-                restored[i] = tuple(None if s is None else array(f"{name}#{k}", i)
-                                    for k, s in enumerate(spec))
-        updater.states = restored
-        updater.states_synced = dict.fromkeys(restored, False)  # moved to its device on use
-    optimizer.num_update = int(record.get("num_update", 0))
-    counts = {index[n]: int(c) for n, c in record.get("update_counts", {}).items() if n in index}
-    # The optimizer counts per device (its updater switches to the device's own dict before
-    # each update): a count set only on the current dict was dropped at the next update.
-    devices = [ctx.device_id for ctx in trainer._contexts]
-    optimizer._all_index_update_counts = {d: dict(counts) for d in devices}
-    optimizer._index_update_count = optimizer._all_index_update_counts[devices[0]]
-
-
 def model_config_of(net: DeepLabV3, **config: Any) -> Dict[str, Any]:
     """The build_model arguments that rebuild ``net`` (explicit ``config`` entries win)."""
     backbone = net.backbone
@@ -274,16 +110,16 @@ def payload_checksum(arrays: Dict[str, mx.nd.NDArray]) -> str:
 
 
 def save_checkpoint(path: str, net: DeepLabV3, iteration: int = 0,
-                    trainer: Optional[mx.gluon.Trainer] = None,
+                    optimizer_state: Optional[OptimizerState] = None,
                     args: Optional[Dict[str, Any]] = None, best_miou: Optional[float] = None,
                     extra: Optional[Dict[str, Any]] = None) -> str:
-    """Write ``net`` (+ optimizer state and training record) to ``path`` atomically."""
+    """Write ``net`` (+ optimizer state, see training/trainer_state.py, and the training
+    record) to ``path`` atomically."""
     arrays = {_PARAM + k: v for k, v in parameter_arrays(net).items()}
     optimizer = None
-    if trainer is not None:
-        state = trainer_states(trainer, net)
-        optimizer = state.record
-        arrays.update({_OPT_ARRAY + k: v for k, v in state.arrays.items()})
+    if optimizer_state is not None:
+        optimizer = optimizer_state.record
+        arrays.update({_OPT_ARRAY + k: v for k, v in optimizer_state.arrays.items()})
     meta = {
         "format": CHECKPOINT_FORMAT,
         "model": model_config_of(net),

@@ -10,13 +10,9 @@ import pytest
 from mxnet import autograd, gluon
 
 import gluon_deeplab as gd
-from gluon_deeplab.checkpoint import (
-    atomic_write,
-    load_checkpoint,
-    model_from_checkpoint,
-    restore_trainer_states,
-    save_checkpoint,
-)
+from gluon_deeplab.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from gluon_deeplab.files import atomic_write
+from gluon_deeplab.training.trainer_state import restore_trainer_states, trainer_states
 
 
 def _trained_step(net):
@@ -32,7 +28,8 @@ def _trained_step(net):
 def test_checkpoint_round_trip_rebuilds_model_and_optimizer(tmp_path):
     net = gd.build_model(4, "resnet18_v2", "vortex", 16, aux=True)
     trainer = _trained_step(net)
-    path = save_checkpoint(str(tmp_path / "ckpt.params"), net, iteration=7, trainer=trainer,
+    path = save_checkpoint(str(tmp_path / "ckpt.params"), net, iteration=7,
+                           optimizer_state=trainer_states(trainer, net),
                            args={"lr": 0.1}, best_miou=0.5)
     ckpt = load_checkpoint(path)
     assert ckpt.iteration == 7 and ckpt.args == {"lr": 0.1} and ckpt.best_miou == 0.5

@@ -15,16 +15,12 @@ import pytest
 from mxnet import autograd
 
 import gluon_deeplab as gd
-from gluon_deeplab.checkpoint import (
-    atomic_write,
-    load_checkpoint,
-    model_from_checkpoint,
-    restore_trainer_states,
-    save_checkpoint,
-)
+from gluon_deeplab.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from gluon_deeplab.evaluation.cli import eval_main
+from gluon_deeplab.files import atomic_write
 from gluon_deeplab.training.cli import main as train_main
 from gluon_deeplab.training.optim import make_trainer
+from gluon_deeplab.training.trainer_state import restore_trainer_states, trainer_states
 
 
 class _WritesAFile:
@@ -135,7 +131,7 @@ def test_restored_momentum_on_two_devices_continues_like_the_uninterrupted_train
     trainer = make_trainer(net, 0.05, 1e-4, kvstore="device")
     step(net, trainer)
     step(net, trainer)
-    path = save_checkpoint(str(tmp_path / "c.params"), net, 2, trainer)
+    path = save_checkpoint(str(tmp_path / "c.params"), net, 2, trainer_states(trainer, net))
     step(net, trainer)
 
     ckpt = load_checkpoint(path)

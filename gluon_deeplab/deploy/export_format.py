@@ -18,8 +18,8 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 import mxnet as mx
 from mxnet.gluon import HybridBlock, SymbolBlock
 
-from ..checkpoint import atomic_write
 from ..errors import error_line
+from ..files import atomic_write
 from ..models.upsample import pad_to_stride
 from ..paths import check_writable
 

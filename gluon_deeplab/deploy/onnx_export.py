@@ -19,7 +19,7 @@ from typing import Iterator, Tuple
 import numpy as np
 from mxnet.gluon import HybridBlock
 
-from ..checkpoint import atomic_write
+from ..files import atomic_write
 from .export_format import export_model
 
 ONNX_OPSET = 13

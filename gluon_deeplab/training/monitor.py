@@ -9,9 +9,9 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
-from ..checkpoint import atomic_write
 from ..evaluation.inference import denormalize, predict_probabilities_nd
 from ..evaluation.visualize import panel
+from ..files import atomic_write
 from ..tensorboard import EventWriter, event_files, metric_scalars, tensorboard_missing
 
 TENSORBOARD_DIR = "tensorboard"

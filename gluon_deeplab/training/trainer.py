@@ -16,19 +16,12 @@ import mxnet as mx
 import numpy as np
 from tqdm import tqdm
 
-from ..checkpoint import (
-    Checkpoint,
-    atomic_write,
-    load_checkpoint,
-    load_model_weights,
-    ready_trainer,
-    restore_trainer_states,
-    save_checkpoint,
-)
+from ..checkpoint import Checkpoint, load_checkpoint, load_model_weights, save_checkpoint
 from ..class_names import CLASSES
 from ..data import make_dataloader
 from ..devices import resolve_contexts
 from ..evaluation import evaluate
+from ..files import atomic_write
 from .config import TrainConfig, as_config
 from .errors import TrainingDiverged, TrainingError
 from .lock import FolderLock
@@ -55,6 +48,7 @@ from .run_setup import (
 )
 from .schedule import poly_lr
 from .step import RunningStatsSync, forward_backward, nonfinite_parameters, seed_devices
+from .trainer_state import ready_trainer, restore_trainer_states, trainer_states
 
 CURVES_FILE = "curves.png"
 __all__ = ["TrainingDiverged", "TrainingError", "iterations_for_epochs", "step_seed", "train"]
@@ -136,7 +130,8 @@ class Run:
     def save(self, path: str, iteration: int) -> str:
         """Write a checkpoint of the weights, optimizer and state at ``iteration``."""
         self.check_weights(iteration)
-        return save_checkpoint(path, self.net, iteration, self.trainer, self.run_args,
+        return save_checkpoint(path, self.net, iteration,
+                               trainer_states(self.trainer, self.net), self.run_args,
                                self.state.best_miou,
                                extra={"num_workers": self.dist.num_workers,
                                       CLASSES: list(self.train_set.classes),
