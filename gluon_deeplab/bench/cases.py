@@ -96,10 +96,19 @@ def baseline_case() -> float:
     return 0.0
 
 
+def amp_casts_case(backbone: str, head: str, stride: int, crop: int) -> Dict[str, Any]:
+    """AMP's casts in the training graph (counted on the symbol: the same on every CPU)."""
+    from ..training.amp_casts import training_graph_casts
+
+    count = training_graph_casts(backbone, head, stride, crop)
+    return {"activations": count.activations, "elements": count.activation_elements,
+            "weights": count.weights, "by_consumer": count.by_consumer}
+
+
 CASES: Dict[str, Callable[..., Any]] = {
     "forward": forward_case, "reference_forward": reference_forward_case,
     "train_loop": train_loop_case, "trainer_step": trainer_step_case,
-    "loader": loader_case, "baseline": baseline_case,
+    "loader": loader_case, "baseline": baseline_case, "amp_casts": amp_casts_case,
     "torch_forward": torch_forward_case, "torch_train": torch_train_case,
     # gluon-deeplab-gpu-check (gpu_check.py): they return dicts, not seconds
     "gpu_kernel": kernel_case, "gpu_check_train": train_case, "gpu_check_eval": eval_case,

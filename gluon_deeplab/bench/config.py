@@ -7,7 +7,7 @@ from typing import Sequence
 
 from ..deploy.int8 import DEFAULT_CALIB_MODE, DEFAULT_QUANTIZED_DTYPE
 
-PARTS = ("forward", "reference", "train", "syncbn", "loader", "decoder")
+PARTS = ("forward", "reference", "train", "syncbn", "loader", "decoder", "amp_casts")
 
 
 @dataclass

@@ -13,7 +13,7 @@ import os
 from typing import Callable, Dict, List, Optional
 
 from .config import BenchConfig
-from .runner import BenchRow, ratio, row, run_case, versus_fused
+from .runner import FAILED, BenchRow, ratio, row, run_case, versus_fused
 
 REFERENCE_BACKBONE = "resnet50_v2"  # gluoncv's DeepLabV3 and the PyTorch peer run ResNet-50
 
@@ -216,6 +216,25 @@ def _decoder_rows(config: BenchConfig) -> List[BenchRow]:
     return rows
 
 
+def _amp_cast_rows(config: BenchConfig) -> List[BenchRow]:
+    """AMP's dtype-changing casts of activations per training step (forward and its mirror
+    in the backward), and the elements they convert per image; weight casts in the note."""
+    rows = []
+    for stride in config.output_strides:
+        name = (f"AMP activation casts per step {config.backbone} {config.heads[0]} "
+                f"crop {config.train_crop} OS {stride}")
+        try:
+            found, _, _ = run_case("amp_casts", backbone=config.backbone, head=config.heads[0],
+                                   stride=stride, crop=config.train_crop)
+        except (RuntimeError, TimeoutError) as err:
+            rows.append(BenchRow("amp_casts", name, None, "casts", note=f"{FAILED} {err}"))
+            continue
+        rows.append(BenchRow("amp_casts", name, 2 * found["activations"], "casts",
+                             note=f"{2 * found['elements'] / 1e6:.2f} M elements/image; "
+                                  f"{found['weights']} weight casts"))
+    return rows
+
+
 def _loader_rows(config: BenchConfig, train_seconds: Optional[float]) -> List[BenchRow]:
     this = row("loader", f"data loader crop {config.train_crop} batch {config.train_batch} "
                f"workers {config.loader_workers}", "loader", "img/s",
@@ -246,7 +265,8 @@ def run_benchmark(config: BenchConfig, log: Optional[Callable[[str], None]] = No
                                      None, "", peak_mib=baseline,
                                      note="every row's peak MiB includes this")]
     steps = [("forward", _forward_rows), ("reference", _reference_rows),
-             ("train", _train_rows), ("syncbn", _syncbn_rows), ("decoder", _decoder_rows)]
+             ("train", _train_rows), ("syncbn", _syncbn_rows), ("decoder", _decoder_rows),
+             ("amp_casts", _amp_cast_rows)]
     for part, fn in steps:
         if part in config.parts:
             if log:

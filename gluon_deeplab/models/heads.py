@@ -81,7 +81,9 @@ class ASPPPooling(HybridBlock):
                                      norm_kwargs=norm_kwargs)
 
     def hybrid_forward(self, F, x):
-        pooled = self.conv(F.mean(x, axis=(2, 3), keepdims=True))
+        # A global average Pooling rather than F.mean: under AMP Pooling runs in bf16, while
+        # mean is on AMP's fp32 list and would cast the whole feature map to fp32 first.
+        pooled = self.conv(F.Pooling(x, kernel=(1, 1), global_pool=True, pool_type="avg"))
         # Upsampling a 1x1 map bilinearly is a broadcast.
         return F.broadcast_like(pooled, x, lhs_axes=(2, 3), rhs_axes=(2, 3))
 
