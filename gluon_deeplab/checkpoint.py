@@ -2,7 +2,8 @@
 
 It holds the model parameters (``param:<structural name>``), the optimizer state as named arrays
 (``optimizer:<structural name>``: SGD's momentum buffers) and a JSON record (``__meta__``): the
-model configuration that :func:`gluon_deeplab.build_model` takes, the iteration, the training
+model configuration that :func:`gluon_deeplab.build_model` takes (models/rebuild.py rebuilds
+the model from it), the iteration, the training
 arguments, the best validation mIoU, the optimizer's update counts and a SHA-256 of every other
 array, checked on load (a damaged file is refused). Nothing in it is unpickled: checkpoints are
 shared like model files, and resuming one must be as safe as evaluating it. Checkpoints written
@@ -21,25 +22,16 @@ import json
 import os
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Dict, Optional
 
 import mxnet as mx
 import numpy as np
+from mxnet.gluon.nn import HybridBlock
 
 from .files import atomic_write
-from .models import (
-    DeepLabV3,
-    VortexPooling,
-    build_model,
-    check_output_stride,
-    recorded_head_settings,
-)
-from .params import assign_parameters, parameter_arrays
+from .params import parameter_arrays
 
 CHECKPOINT_FORMAT = "gluon-deeplab-checkpoint/1"
-# build_model arguments recorded in every checkpoint.
-MODEL_CONFIG_KEYS = ("num_classes", "backbone", "head", "output_stride", "aux", "multi_grid",
-                     "aspp_rates", "vortex_kernels", "decoder", "separable")
 _META, _OPTIMIZER, _PARAM = "__meta__", "__optimizer__", "param:"
 _OPT_ARRAY = "optimizer:"  # optimizer:<structural name>[#k] (k: element of a tuple state)
 OPTIMIZER_STATE_FORMAT = "named-arrays/1"
@@ -77,26 +69,6 @@ def _bytes_array(data: bytes) -> mx.nd.NDArray:
     return mx.nd.array(np.frombuffer(data, dtype=np.uint8), dtype=np.uint8)
 
 
-def model_config_of(net: DeepLabV3, **config: Any) -> Dict[str, Any]:
-    """The build_model arguments that rebuild ``net`` (explicit ``config`` entries win)."""
-    backbone = net.backbone
-    derived = {
-        "num_classes": net.num_classes,
-        "backbone": backbone.backbone_name,
-        "head": "vortex" if isinstance(net.head, VortexPooling) else "aspp",
-        "output_stride": backbone.output_stride,
-        "aux": net.aux_head is not None,
-        "multi_grid": list(backbone.multi_grid) if backbone.multi_grid else None,
-        # The head's settings, so that a rebuild is what was trained (None: the other head).
-        "aspp_rates": list(getattr(net.head, "rates", ())) or None,
-        "vortex_kernels": list(getattr(net.head, "kernels", ())) or None,
-        "decoder": net.decoder is not None,
-        "separable": bool(getattr(net.head, "separable", False)),
-    }
-    derived.update(config)
-    return derived
-
-
 def payload_checksum(arrays: Dict[str, mx.nd.NDArray]) -> str:
     """SHA-256 over every array but ``__meta__``, by name order: name, dtype, shape, bytes."""
     digest = hashlib.sha256()
@@ -109,12 +81,12 @@ def payload_checksum(arrays: Dict[str, mx.nd.NDArray]) -> str:
     return digest.hexdigest()
 
 
-def save_checkpoint(path: str, net: DeepLabV3, iteration: int = 0,
+def save_checkpoint(path: str, net: HybridBlock, iteration: int = 0,
                     optimizer_state: Optional[OptimizerState] = None,
                     args: Optional[Dict[str, Any]] = None, best_miou: Optional[float] = None,
                     extra: Optional[Dict[str, Any]] = None) -> str:
-    """Write ``net`` (+ optimizer state, see training/trainer_state.py, and the training
-    record) to ``path`` atomically."""
+    """Write ``net`` (a DeepLabV3: its ``model_config()`` is the model record), the optimizer
+    state (see training/trainer_state.py) and the training record to ``path`` atomically."""
     arrays = {_PARAM + k: v for k, v in parameter_arrays(net).items()}
     optimizer = None
     if optimizer_state is not None:
@@ -122,7 +94,7 @@ def save_checkpoint(path: str, net: DeepLabV3, iteration: int = 0,
         arrays.update({_OPT_ARRAY + k: v for k, v in optimizer_state.arrays.items()})
     meta = {
         "format": CHECKPOINT_FORMAT,
-        "model": model_config_of(net),
+        "model": net.model_config(),
         "iteration": int(iteration),
         "args": args or {},
         "best_miou": best_miou,
@@ -196,40 +168,3 @@ def load_checkpoint(path: str) -> Checkpoint:
         model_config=meta["model"], iteration=meta["iteration"], args=meta.get("args", {}),
         best_miou=meta.get("best_miou"), extra=meta.get("extra", {}),
         optimizer_states=optimizer, path=path)
-
-
-def load_model_weights(net: DeepLabV3, ckpt: Checkpoint, source: str) -> None:
-    """Copy checkpoint weights into ``net`` strictly; an auxiliary head absent from ``net``
-    is the only thing allowed to be left over (it exists for training only)."""
-    aux_keys = [k for k in ckpt.params if k.startswith("aux_head.")] if net.aux_head is None else []
-    assign_parameters(net, ckpt.params, source, ignore=aux_keys)
-
-
-def model_from_checkpoint(checkpoint: Union[str, Checkpoint], ctx=None,
-                          output_stride: Optional[int] = None, aux: bool = False,
-                          freeze_bn: bool = False, syncbn_devices: int = 0,
-                          fixed_size: Optional[Tuple[int, int]] = None,
-                          **overrides: Any) -> Tuple[DeepLabV3, Checkpoint]:
-    """Rebuild the model a checkpoint describes and load its weights.
-
-    ``output_stride`` overrides the recorded one (weights do not depend on it); ``aux=False``
-    drops the training-only auxiliary head.
-    """
-    ckpt = load_checkpoint(checkpoint) if isinstance(checkpoint, str) else checkpoint
-    source = ckpt.path or "checkpoint"
-    config = {k: ckpt.model_config[k] for k in MODEL_CONFIG_KEYS if k in ckpt.model_config}
-    config["aux"] = bool(aux and config.get("aux"))
-    if output_stride is not None:
-        config["output_stride"] = output_stride
-    try:
-        if output_stride is not None:
-            check_output_stride(output_stride)
-        config.update(recorded_head_settings(ckpt.model_config, output_stride))
-        config.update(overrides)
-        net = build_model(**config, freeze_bn=freeze_bn, syncbn_devices=syncbn_devices,
-                          fixed_size=fixed_size, ctx=ctx)
-    except ValueError as err:
-        raise ValueError(f"{source}: cannot rebuild its model ({err})") from None
-    load_model_weights(net, ckpt, source)
-    return net, ckpt
-

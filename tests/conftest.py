@@ -134,8 +134,8 @@ def onnx_export_matches_checkpoint():
     without the [onnx] extra)."""
     pytest.importorskip("onnx", reason="ONNX export needs the onnx package ([onnx] extra)")
     pytest.importorskip("onnxruntime", reason="the ONNX check needs onnxruntime ([onnx] extra)")
-    from gluon_deeplab.checkpoint import model_from_checkpoint
     from gluon_deeplab.deploy import export_checkpoint, onnx_logits
+    from gluon_deeplab.models import model_from_checkpoint
 
     def check(checkpoint, prefix, size, batch=1):
         files = export_checkpoint(checkpoint, prefix, onnx_input_size=size)
@@ -260,11 +260,11 @@ def bf16_export_agrees_with_fp32(tmp_path):
     """A check (data root, checkpoint): ``export.py --dtype bf16`` of the checkpoint, whose
     argmax agrees with the fp32 model's on >= 98% of pixels at three sizes, and whose mIoU on
     the synthetic val split is the fp32 one within 0.005. Needs a CPU that runs bf16."""
-    from gluon_deeplab.checkpoint import model_from_checkpoint
     from gluon_deeplab.data import get_dataset
     from gluon_deeplab.deploy.cli import export_main
     from gluon_deeplab.evaluation import predict_probabilities
     from gluon_deeplab.evaluation.cli import run_eval
+    from gluon_deeplab.models import model_from_checkpoint
 
     def check(root, checkpoint):
         prefix = str(tmp_path / "bf16")

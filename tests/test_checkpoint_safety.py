@@ -15,9 +15,10 @@ import pytest
 from mxnet import autograd
 
 import gluon_deeplab as gd
-from gluon_deeplab.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from gluon_deeplab.checkpoint import load_checkpoint, save_checkpoint
 from gluon_deeplab.evaluation.cli import eval_main
 from gluon_deeplab.files import atomic_write
+from gluon_deeplab.models import model_from_checkpoint
 from gluon_deeplab.training.cli import main as train_main
 from gluon_deeplab.training.optim import make_trainer
 from gluon_deeplab.training.trainer_state import restore_trainer_states, trainer_states

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from gluon_deeplab import build_model
-from gluon_deeplab.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from gluon_deeplab.checkpoint import load_checkpoint, save_checkpoint
 from gluon_deeplab.data import get_dataset, make_synthetic_dataset
 from gluon_deeplab.deploy import export_checkpoint, read_meta
 from gluon_deeplab.deploy.int8 import excluded_layer_names
-from gluon_deeplab.models import DeepLabV3PlusDecoder
+from gluon_deeplab.models import DeepLabV3PlusDecoder, model_from_checkpoint
 from gluon_deeplab.training import train
 
 NUM_CLASSES = 3

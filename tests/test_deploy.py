@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from gluon_deeplab import build_model
-from gluon_deeplab.checkpoint import model_from_checkpoint
 from gluon_deeplab.data import get_dataset
 from gluon_deeplab.deploy import (
     EXPORT_FORMAT,
@@ -21,6 +20,7 @@ from gluon_deeplab.deploy import (
 )
 from gluon_deeplab.deploy.int8 import excluded_layer_names
 from gluon_deeplab.evaluation import ConfusionMatrix
+from gluon_deeplab.models import model_from_checkpoint
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_CLASSES = 3

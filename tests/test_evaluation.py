@@ -21,7 +21,7 @@ from mxnet import gluon
 from PIL import Image
 
 from gluon_deeplab import build_model
-from gluon_deeplab.checkpoint import model_from_checkpoint, save_checkpoint
+from gluon_deeplab.checkpoint import save_checkpoint
 from gluon_deeplab.data import get_dataset
 from gluon_deeplab.devices import resolve_contexts
 from gluon_deeplab.evaluation import (
@@ -34,6 +34,7 @@ from gluon_deeplab.evaluation import (
 from gluon_deeplab.evaluation.cli import build_parser, eval_main, parse_scales, run_eval
 from gluon_deeplab.evaluation.config import EvalConfig
 from gluon_deeplab.evaluation.inference import _window_starts
+from gluon_deeplab.models import model_from_checkpoint
 
 NUM_CLASSES = 3
 SIZE = 40

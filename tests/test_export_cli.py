@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 from gluon_deeplab import build_model
-from gluon_deeplab.checkpoint import model_from_checkpoint, save_checkpoint
+from gluon_deeplab.checkpoint import save_checkpoint
 from gluon_deeplab.deploy.cli import export_main
+from gluon_deeplab.models import model_from_checkpoint
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 
 from gluon_deeplab import build_model
-from gluon_deeplab.checkpoint import model_from_checkpoint, save_checkpoint
+from gluon_deeplab.checkpoint import save_checkpoint
 from gluon_deeplab.data import get_dataset
 from gluon_deeplab.deploy import export_checkpoint, quantize_model, read_meta
 from gluon_deeplab.deploy.export_format import EXPORT_FORMAT, export_model, load_exported
 from gluon_deeplab.deploy.int8 import calibration_loader
 from gluon_deeplab.evaluation import predict_probabilities
-from gluon_deeplab.models import pad_to_stride, padded_size
+from gluon_deeplab.models import model_from_checkpoint, pad_to_stride, padded_size
 from gluon_deeplab.precision import bf16_support
 
 ODD_SIZES = [(37, 53), (45, 71), (63, 30)]  # none of them is output_stride * k + 1

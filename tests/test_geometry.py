@@ -12,10 +12,9 @@ import numpy as np
 import pytest
 from mxnet.gluon import nn
 
-from gluon_deeplab.checkpoint import model_from_checkpoint
 from gluon_deeplab.data import get_dataset
 from gluon_deeplab.evaluation import evaluate, predict_probabilities
-from gluon_deeplab.models import DeepLabV3, DeepLabV3PlusDecoder, padded_size
+from gluon_deeplab.models import DeepLabV3, DeepLabV3PlusDecoder, model_from_checkpoint, padded_size
 
 SIZES = [(513, 513), (112, 144), (500, 375), (333, 97), (512, 512), (17, 40), (8, 9)]
 

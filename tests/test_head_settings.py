@@ -12,9 +12,14 @@ import pytest
 from mxnet.gluon.data import ArrayDataset, DataLoader
 
 import gluon_deeplab as gd
-from gluon_deeplab.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from gluon_deeplab.checkpoint import load_checkpoint, save_checkpoint
 from gluon_deeplab.deploy.int8 import excluded_layer_names, quantize_model, quantized_convolutions
-from gluon_deeplab.models import VortexBranch, recorded_head_settings, vortex_kernels_for
+from gluon_deeplab.models import (
+    VortexBranch,
+    model_from_checkpoint,
+    recorded_head_settings,
+    vortex_kernels_for,
+)
 from gluon_deeplab.models.heads import window_mean
 from gluon_deeplab.params import parameter_arrays
 

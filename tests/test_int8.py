@@ -5,7 +5,6 @@ from __future__ import annotations
 import mxnet as mx
 import numpy as np
 
-from gluon_deeplab.checkpoint import model_from_checkpoint
 from gluon_deeplab.data import get_dataset
 from gluon_deeplab.deploy import export_checkpoint, read_meta
 from gluon_deeplab.deploy.int8 import (
@@ -16,6 +15,7 @@ from gluon_deeplab.deploy.int8 import (
 )
 from gluon_deeplab.evaluation import ConfusionMatrix
 from gluon_deeplab.evaluation.inference import predict_probabilities
+from gluon_deeplab.models import model_from_checkpoint
 
 
 def test_int8_export_with_default_settings_agrees_with_fp32(trained_synthetic, tmp_path):

@@ -114,8 +114,8 @@ def test_a_checkpoint_saved_with_the_old_input_bn_loads_unchanged(tmp_path, monk
     import mxnet as mx
 
     import gluon_deeplab.models.resnet_v2 as resnet_v2
-    from gluon_deeplab.checkpoint import model_from_checkpoint, save_checkpoint
-    from gluon_deeplab.models import build_model
+    from gluon_deeplab.checkpoint import save_checkpoint
+    from gluon_deeplab.models import build_model, model_from_checkpoint
     from gluon_deeplab.params import parameter_arrays
 
     layers = {"SyncBatchNorm": lambda: mx.gluon.contrib.nn.SyncBatchNorm(

@@ -164,8 +164,8 @@ def test_overlapping_splits_are_refused_for_every_dataset(gluoncv_root, tmp_path
 
 def test_trainer_chooses_best_on_the_validation_dataset_and_refuses_overlap(
         gluoncv_root, tmp_path, capsys):
-    from gluon_deeplab.checkpoint import model_from_checkpoint
     from gluon_deeplab.evaluation import evaluate
+    from gluon_deeplab.models import model_from_checkpoint
     from gluon_deeplab.training.cli import main as train_main
 
     common = ["--dataset", "vocaug", "--data_dir", gluoncv_root, "--train_split", "train_aug",
@@ -447,9 +447,9 @@ def test_the_documented_voc_recipe_runs_as_written(voc_recipe_run):
     assert "mIoU" in outputs[2] and "(3 images," in outputs[2]  # VOC 2012 val of the tree
     assert (work / "predictions" / "masks" / "my_photo.png").is_file()
     # The export, reloaded bare, gives predict.py's probabilities (own-size padding).
-    from gluon_deeplab.checkpoint import model_from_checkpoint
     from gluon_deeplab.data import normalize, read_image
     from gluon_deeplab.evaluation import predict_probabilities
+    from gluon_deeplab.models import model_from_checkpoint
 
     bare = mx.gluon.SymbolBlock.imports(str(work / "export/deeplab-symbol.json"), ["data"],
                                         str(work / "export/deeplab-0000.params"))

@@ -9,7 +9,7 @@ from typing import List, Optional
 
 from ..cli_help import DefaultsHelpFormatter
 from ..deploy.int8 import CALIB_MODES, QUANTIZED_DTYPES
-from ..models import OUTPUT_STRIDES
+from ..models import OUTPUT_STRIDES, head_names
 from .config import PARTS, BenchConfig
 from .peer_torch import PEER_SETUP, PEERS, missing_peers, torch_python
 
@@ -29,7 +29,7 @@ def build_bench_parser() -> argparse.ArgumentParser:
     p.add_argument("--backbone", default=None, help=f"default {d.backbone}")
     p.add_argument("--size", type=int, default=None, help=f"forward input size (default {d.size})")
     p.add_argument("--output_strides", type=int, nargs="+", choices=OUTPUT_STRIDES, default=None)
-    p.add_argument("--heads", nargs="+", choices=("aspp", "vortex"), default=None)
+    p.add_argument("--heads", nargs="+", choices=head_names(), default=None)
     p.add_argument("--no_int8", action="store_true", help="skip the INT8 rows")
     p.add_argument("--no_bf16", action="store_true", help="skip the bf16 forward rows")
     p.add_argument("--no_amp", action="store_true", help="skip the AMP training rows")

@@ -12,10 +12,10 @@ from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import mxnet as mx
 
-from ..checkpoint import Checkpoint, load_checkpoint, model_from_checkpoint
+from ..checkpoint import Checkpoint, load_checkpoint
 from ..class_names import checkpoint_classes
 from ..data import MEAN, STD, SegmentationDataset
-from ..models import recorded_head_settings
+from ..models import model_from_checkpoint, recorded_head_settings
 from ..precision import require_bf16, to_bf16
 from .export_format import (
     EXPORT_FORMAT,

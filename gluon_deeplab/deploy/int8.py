@@ -92,9 +92,9 @@ def excluded_layer_names(net: HybridBlock, groups: Sequence[str]) -> List[str]:
         prefixes.append(net.head.prefix)
         if getattr(net, "decoder", None) is not None:
             prefixes.append(net.decoder.prefix)
-    if "image_pooling" in groups:
-        from ..models import ASPPPooling
-        prefixes += [b.prefix for b in net.head.branches if isinstance(b, ASPPPooling)]
+    if "image_pooling" in groups:  # the layers the head's spec keeps in fp32
+        from ..models import head_of
+        prefixes += head_of(net.head).fp32_layers(net.head)
     names += [n["name"] for n in nodes if any(n["name"].startswith(p) for p in prefixes)]
     return names
 

@@ -10,9 +10,9 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import mxnet as mx
 
-from ..checkpoint import model_from_checkpoint
 from ..class_names import checkpoint_classes, export_classes
 from ..deploy.export_format import exported_files, load_exported, read_meta
+from ..models import model_from_checkpoint
 
 PROBE_SHAPE = (1, 3, 64, 64)
 

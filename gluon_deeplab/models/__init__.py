@@ -1,14 +1,8 @@
-"""Model blocks: dilated ResNet-v2 backbones, ASPP / Vortex heads, the V3+ decoder, DeepLabV3."""
+"""Model blocks: dilated ResNet-v2 backbones, the head registry with ASPP / Vortex, the V3+ decoder,
+DeepLabV3, and the rebuild of a model from a checkpoint record."""
 
 from .decoder import DeepLabV3PlusDecoder
-from .deeplab import (
-    DeepLabV3,
-    build_model,
-    canonical_head_name,
-    default_head_settings,
-    freeze_batchnorm_parameters,
-    recorded_head_settings,
-)
+from .deeplab import DeepLabV3, build_model, freeze_batchnorm_parameters
 from .heads import ASPP, ASPPPooling, FCNHead, VortexBranch, VortexPooling, vortex_kernels_for
 from .pretrained import (
     PretrainedUnavailable,
@@ -16,6 +10,24 @@ from .pretrained import (
     imagenet_file,
     model_store_root,
     resolve_pretrained,
+)
+from .rebuild import (
+    MODEL_CONFIG_KEYS,
+    load_model_weights,
+    model_config_of,
+    model_from_checkpoint,
+)
+from .registry import (
+    HeadSpec,
+    canonical_head_name,
+    default_head_settings,
+    describe_heads,
+    head_names,
+    head_of,
+    head_spec,
+    recorded_head_name,
+    recorded_head_settings,
+    register_head,
 )
 from .resnet_v2 import (
     MODEL_OUTPUT_STRIDES,
@@ -46,4 +58,7 @@ __all__ = [
     "recorded_head_settings", "vortex_kernels_for",
     "PretrainedUnavailable", "default_pretrained", "imagenet_file", "model_store_root",
     "resolve_pretrained", "MODEL_OUTPUT_STRIDES", "OUTPUT_STRIDES", "check_output_stride",
+    "HeadSpec", "describe_heads", "head_names", "head_of", "head_spec", "recorded_head_name",
+    "register_head",
+    "MODEL_CONFIG_KEYS", "load_model_weights", "model_config_of", "model_from_checkpoint",
 ]

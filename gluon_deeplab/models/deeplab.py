@@ -10,15 +10,9 @@ from mxnet.gluon import nn
 from mxnet.gluon.nn import HybridBlock
 
 from .decoder import LOW_LEVEL_STRIDE, DeepLabV3PlusDecoder
-from .heads import (
-    ASPP,
-    ASPP_RATES,
-    CLASSIFIER_INIT,
-    FCNHead,
-    VortexPooling,
-    vortex_kernels_for,
-)
+from .heads import CLASSIFIER_INIT, FCNHead
 from .pretrained import resolve_pretrained
+from .registry import chosen_head_settings, head_of, head_spec
 from .resnet_v2 import (
     DEFAULT_MULTI_GRID,
     KAIMING_INIT,
@@ -28,24 +22,10 @@ from .resnet_v2 import (
 )
 from .upsample import exact_upsample, exact_upsample_fixed
 
-# The seed project's --aspp_or_vortex values.
-HEAD_ALIASES = {1: "aspp", 2: "vortex", "1": "aspp", "2": "vortex"}
-# Vortex kernels of every output stride before they scaled with it (checkpoints without
-# a recorded 'vortex_kernels' were trained with these).
-LEGACY_VORTEX_KERNELS = (3, 9, 27)
-
-
-def canonical_head_name(head: Union[str, int]) -> str:
-    """'aspp' / 'vortex', also accepting the seed's 1 / 2."""
-    name = HEAD_ALIASES.get(head, head)
-    if name not in ("aspp", "vortex"):
-        raise ValueError(f"unknown head {head!r}; expected 'aspp' (1) or 'vortex' (2)")
-    return name
-
 
 class DeepLabV3(HybridBlock):
-    """Backbone -> head (ASPP or Vortex) [-> V3+ decoder] -> 1x1 classifier -> bilinear
-    upsampling to the input.
+    """Backbone -> head (ASPP, Vortex or another registered one) [-> V3+ decoder] -> 1x1
+    classifier -> bilinear upsampling to the input.
 
     Returns the logits, or (logits, auxiliary logits) when built with an auxiliary head. The
     upsampling is pixel-exact at any H x W (:func:`~.upsample.exact_upsample`): feature j
@@ -89,6 +69,22 @@ class DeepLabV3(HybridBlock):
             return "it has decoder.* arrays: it was trained with --decoder (DeepLabV3+)"
         return None
 
+    def model_config(self) -> Dict[str, Any]:
+        """The build_model arguments that rebuild this model: what a checkpoint records
+        (the head's settings as its registered spec records them)."""
+        backbone, head = self.backbone, head_of(self.head)
+        return {
+            "num_classes": self.num_classes,
+            "backbone": backbone.backbone_name,
+            "head": head.name,
+            "output_stride": backbone.output_stride,
+            "aux": self.aux_head is not None,
+            "multi_grid": list(backbone.multi_grid) if backbone.multi_grid else None,
+            **head.record(self.head),
+            "decoder": self.decoder is not None,
+            "separable": bool(getattr(self.head, "separable", False)),
+        }
+
     def hybrid_forward(self, F, x):
         if self.decoder is None:
             c3, c4 = self.backbone.stages(x)
@@ -104,33 +100,6 @@ class DeepLabV3(HybridBlock):
         return logits, self._upsample(F, self.aux_head(c3), x, aux_stride)
 
 
-def default_head_settings(head: Union[str, int], output_stride: int) -> Dict[str, Tuple[int, ...]]:
-    """The head's settings at ``output_stride``: ASPP rates or Vortex kernels (= conv rates)."""
-    if canonical_head_name(head) == "aspp":
-        return {"aspp_rates": tuple(ASPP_RATES[output_stride])}
-    return {"vortex_kernels": vortex_kernels_for(output_stride)}
-
-
-def recorded_head_settings(config: Dict[str, Any],
-                           output_stride: Optional[int] = None) -> Dict[str, Tuple[int, ...]]:
-    """Head settings that rebuild a recorded model (``config``: a checkpoint's model record).
-
-    At the recorded output stride: the recorded settings; a record without them predates
-    them and gets what was built then (ASPP: the rates of its stride; Vortex: 3/9/27 at any
-    stride). At another ``output_stride``, settings that follow the default rule move with the
-    stride (ASPP 6/12/18 -> 12/24/36, Vortex 3/9/27 -> 7/19/55); other settings are kept.
-    """
-    head = canonical_head_name(config.get("head", "aspp"))
-    trained = int(config.get("output_stride", 16))
-    target = int(output_stride or trained)
-    key = "aspp_rates" if head == "aspp" else "vortex_kernels"
-    legacy = ASPP_RATES[trained] if head == "aspp" else LEGACY_VORTEX_KERNELS
-    recorded = tuple(config.get(key) or legacy)
-    if target != trained and recorded == default_head_settings(head, trained)[key]:
-        return default_head_settings(head, target)
-    return {key: recorded}
-
-
 def freeze_batchnorm_parameters(net: HybridBlock) -> None:
     """Stop gradients to every BatchNorm's gamma and beta (the running stats never get one)."""
     def visit(block):
@@ -144,18 +113,19 @@ def build_model(num_classes: int = 21, backbone: str = "resnet50_v2",
                 head: Union[str, int] = "aspp", output_stride: int = 16,
                 pretrained_backbone: Optional[str] = None, aux: bool = False, *,
                 multi_grid: Optional[Sequence[int]] = DEFAULT_MULTI_GRID,
-                aspp_rates: Optional[Sequence[int]] = None,
-                vortex_kernels: Optional[Sequence[int]] = None,
                 freeze_bn: bool = False, syncbn_devices: int = 0,
                 fixed_size: Optional[Tuple[int, int]] = None, decoder: bool = False,
                 separable: bool = False,
-                ctx: Union[mx.Context, Sequence[mx.Context], None] = None) -> DeepLabV3:
+                ctx: Union[mx.Context, Sequence[mx.Context], None] = None,
+                **head_settings: Optional[Sequence[int]]) -> DeepLabV3:
     """Build an initialized DeepLabV3 (DeepLabV3+ with ``decoder=True``).
 
-    ``head`` is 'aspp'/'vortex' (or the seed's 1/2); ``pretrained_backbone`` a model zoo
+    ``head`` is a registered head's name or alias ('aspp'/'vortex', the seed's 1/2; see
+    models/registry.py); ``pretrained_backbone`` a model zoo
     ImageNet ``.params`` file, loaded strictly, or 'imagenet' (MXNet's model store, see
-    :func:`resolve_pretrained`) or 'none'. ``aspp_rates`` / ``vortex_kernels`` default to
-    the output stride's (:func:`default_head_settings`); only the chosen head's may be given.
+    :func:`resolve_pretrained`) or 'none'. ``head_settings`` (``aspp_rates``,
+    ``vortex_kernels``, ...) default to the output stride's (``default_head_settings``); only
+    the chosen head's may be given.
     ``freeze_bn`` makes every BatchNorm use its
     running statistics and receive no gradient (phase 2 of the schedule); ``syncbn_devices > 1``
     uses SyncBatchNorm across that many devices. ``decoder`` adds the DeepLabV3+ decoder
@@ -169,10 +139,8 @@ def build_model(num_classes: int = 21, backbone: str = "resnet50_v2",
     num_classes = int(num_classes)
     output_stride = check_output_stride(output_stride)
     backbone = canonical_backbone_name(backbone)
-    head = canonical_head_name(head)
-    if (aspp_rates and head != "aspp") or (vortex_kernels and head != "vortex"):
-        raise ValueError(f"aspp_rates are for the ASPP head and vortex_kernels for the Vortex "
-                         f"head; the {head} head was asked for")
+    spec = head_spec(head)
+    settings = chosen_head_settings(spec, output_stride, head_settings)
     ctx = ctx or mx.cpu()
     norm_layer, norm_kwargs = nn.BatchNorm, {}
     if syncbn_devices > 1 and not freeze_bn:
@@ -184,14 +152,7 @@ def build_model(num_classes: int = 21, backbone: str = "resnet50_v2",
     features = build_backbone(backbone, output_stride, pretrained_backbone, multi_grid, ctx,
                               norm_layer, norm_kwargs)
     norms = {"norm_layer": norm_layer, "norm_kwargs": norm_kwargs}
-    settings = default_head_settings(head, output_stride)
-    if head == "aspp":
-        head_block = ASPP(features.out_channels, aspp_rates or settings["aspp_rates"],
-                          separable=separable, **norms)
-    else:
-        head_block = VortexPooling(features.out_channels,
-                                   vortex_kernels or settings["vortex_kernels"],
-                                   separable=separable, **norms)
+    head_block = spec.build(features.out_channels, settings, separable=separable, **norms)
     aux_head = FCNHead(features.stage3_channels, num_classes, **norms) if aux else None
     decoder_block = (DeepLabV3PlusDecoder(features.stage1_channels, output_stride,
                                           fixed_size=fixed_size, separable=separable,

@@ -1,4 +1,5 @@
-"""Segmentation heads: ASPP (DeepLabV3), Vortex pooling (Xie et al. 2018) and an auxiliary FCN head.
+"""Segmentation heads: ASPP (DeepLabV3), Vortex pooling (Xie et al. 2018) and an auxiliary FCN head;
+ASPP and Vortex are registered here (models/registry.py).
 
 Every convolution in front of a BatchNorm has no bias, and every conv-BN pair is followed by a
 ReLU. All spatial sizes come from the input tensors, so the heads hybridize for any H x W.
@@ -12,12 +13,17 @@ import mxnet as mx
 from mxnet.gluon import nn
 from mxnet.gluon.nn import HybridBlock
 
+from .registry import HeadSpec, register_head
+
 HEAD_CHANNELS = 256
 # ASPP atrous rates for each output stride (Chen et al. 2017, section 3.3).
 ASPP_RATES = {16: (6, 12, 18), 8: (12, 24, 36), 32: (3, 6, 9)}
 # Vortex pooling module B: average pool k x k, then 3x3 conv at rate k. The paper's kernels
 # are for output stride 16; other strides scale them (see vortex_kernels_for).
 VORTEX_KERNELS = (3, 9, 27)
+# Vortex kernels of every output stride before they scaled with it (checkpoints without
+# a recorded 'vortex_kernels' were trained with these).
+LEGACY_VORTEX_KERNELS = (3, 9, 27)
 PROJECT_DROPOUT = 0.5
 # The 1x1 classifiers (main and auxiliary head). Small logits at the start: Kaiming fan-out on a
 # few output channels gives logits of +-70.
@@ -212,3 +218,26 @@ class FCNHead(HybridBlock):
 
     def hybrid_forward(self, F, x):
         return self.classifier(self.dropout(self.block(x)))
+
+
+def image_pooling_layers(head: _ParallelBranches) -> List[str]:
+    """Prefixes of a head's image-pooling branches (kept fp32 by ``--exclude image_pooling``)."""
+    return [b.prefix for b in head.branches if isinstance(b, ASPPPooling)]
+
+
+# Both records name the other head's setting as null, as every checkpoint since format 1 has.
+register_head(HeadSpec(
+    name="aspp", title="ASPP", aliases=(1, "1"), block_type=ASPP,
+    defaults=lambda stride: {"aspp_rates": tuple(ASPP_RATES[stride])},
+    legacy=lambda stride: {"aspp_rates": tuple(ASPP_RATES[stride])},
+    build=lambda in_channels, settings, **kw: ASPP(in_channels, settings["aspp_rates"], **kw),
+    record=lambda head: {"aspp_rates": list(head.rates), "vortex_kernels": None},
+    fp32_layers=image_pooling_layers))
+register_head(HeadSpec(
+    name="vortex", title="Vortex", aliases=(2, "2"), block_type=VortexPooling,
+    defaults=lambda stride: {"vortex_kernels": vortex_kernels_for(stride)},
+    legacy=lambda stride: {"vortex_kernels": LEGACY_VORTEX_KERNELS},
+    build=lambda in_channels, settings, **kw: VortexPooling(in_channels,
+                                                            settings["vortex_kernels"], **kw),
+    record=lambda head: {"aspp_rates": None, "vortex_kernels": list(head.kernels)},
+    fp32_layers=image_pooling_layers))

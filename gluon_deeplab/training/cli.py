@@ -15,7 +15,7 @@ from ..cli_help import DefaultsHelpFormatter
 from ..data import DATASET_CHOICES, DATASET_NAMES
 from ..data.folder import add_folder_arguments
 from ..devices import resolve_contexts
-from ..models import OUTPUT_STRIDES
+from ..models import OUTPUT_STRIDES, describe_heads, head_spec
 from .config import DEFAULT_AUX_WEIGHT, DEFAULT_MAX_ITER, TrainConfig
 from .mixed_precision import amp_dtype
 from .multi_device import SYNCBN_BELOW, check_devices
@@ -44,12 +44,22 @@ def _non_negative_int(value: str) -> int:
     return number
 
 
+def _head(value: str):
+    """--aspp_or_vortex: 1 / 2 as the seed's ints, or any registered head's name or alias."""
+    try:
+        head_spec(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a registered head, one of {describe_heads()}; "
+                                         f"got {value!r}") from None
+    return int(value) if value.isdigit() else value
+
+
 def _model_flags(g: argparse._ArgumentGroup) -> None:
     """Backbone, head and starting weights."""
     g.add_argument("--base_architecture", default=D.base_architecture,
                    help="backbone: resnet18_v2 .. resnet152_v2, or the seed's resnet_v2_50 / "
                         "resnet_v2_101 spellings")
-    g.add_argument("--aspp_or_vortex", type=int, choices=(1, 2), default=D.aspp_or_vortex,
+    g.add_argument("--aspp_or_vortex", type=_head, metavar="{1,2}", default=D.aspp_or_vortex,
                    help="head: 1 = ASPP, 2 = Vortex pooling")
     g.add_argument("--output_stride", type=int, choices=OUTPUT_STRIDES, default=D.output_stride,
                    help="input size / feature size of the backbone")

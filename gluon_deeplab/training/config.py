@@ -14,7 +14,13 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 from ..data import canonical_dataset_name, default_data_dir
 from ..data.folder import FOLDER_LAYOUT
-from ..models import OUTPUT_STRIDES, canonical_backbone_name, check_output_stride
+from ..models import (
+    OUTPUT_STRIDES,
+    canonical_backbone_name,
+    check_output_stride,
+    describe_heads,
+    head_spec,
+)
 from ..settings import config_from_mapping
 
 NO_RESUME = ("", "-1", "none")
@@ -32,7 +38,7 @@ class TrainConfig:
 
     # model
     base_architecture: str = "resnet_v2_50"
-    aspp_or_vortex: int = 1
+    aspp_or_vortex: Union[int, str] = 1  # a registered head's name or alias (1: ASPP, 2: Vortex)
     output_stride: int = 16
     freeze_batch_norm: int = 0
     pre_trained_model: Optional[str] = None
@@ -97,7 +103,7 @@ class TrainConfig:
         if self.val_dataset:
             self.val_dataset = canonical_dataset_name(self.val_dataset)
         check_output_stride(self.output_stride, OUTPUT_STRIDES, "--output_stride")
-        _check_choice("aspp_or_vortex", self.aspp_or_vortex, (1, 2), "1 (ASPP) or 2 (Vortex)")
+        _check_head(self.aspp_or_vortex)
         for name in ("freeze_batch_norm", "hybridize", "progress"):
             _check_choice(name, getattr(self, name), (0, 1))
         for name in ("crop_size", "batch_size", "checkpoint_interval", "keep_checkpoints",
@@ -202,6 +208,14 @@ def _check_choice(name: str, value: Any, allowed: tuple, expected: str = "") -> 
     if value not in allowed:
         expected = expected or " or ".join(str(a) for a in allowed)
         raise ValueError(f"--{name} must be {expected}, got {value!r}")
+
+
+def _check_head(value: Any) -> None:
+    try:
+        head_spec(value)
+    except ValueError:
+        raise ValueError(f"--aspp_or_vortex must be a registered head, one of {describe_heads()}; "
+                         f"got {value!r}") from None
 
 
 def _check_int(name: str, value: Any, minimum: int) -> None:

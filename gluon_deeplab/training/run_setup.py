@@ -17,6 +17,7 @@ from ..models import (
     build_model,
     canonical_head_name,
     default_pretrained,
+    recorded_head_name,
     recorded_head_settings,
     resolve_pretrained,
 )
@@ -134,8 +135,7 @@ def head_settings_of(ckpt: Optional[Checkpoint], args: TrainConfig) -> Dict[str,
     """
     if ckpt is None:
         return {}
-    if canonical_head_name(ckpt.model_config.get("head", "aspp")) != \
-            canonical_head_name(args.aspp_or_vortex):
+    if recorded_head_name(ckpt.model_config) != canonical_head_name(args.aspp_or_vortex):
         return {}
     return recorded_head_settings(ckpt.model_config, args.output_stride)
 

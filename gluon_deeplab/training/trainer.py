@@ -16,12 +16,13 @@ import mxnet as mx
 import numpy as np
 from tqdm import tqdm
 
-from ..checkpoint import Checkpoint, load_checkpoint, load_model_weights, save_checkpoint
+from ..checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from ..class_names import CLASSES
 from ..data import make_dataloader
 from ..devices import resolve_contexts
 from ..evaluation import evaluate
 from ..files import atomic_write
+from ..models import load_model_weights
 from .config import TrainConfig, as_config
 from .errors import TrainingDiverged, TrainingError
 from .lock import FolderLock
