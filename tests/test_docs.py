@@ -121,6 +121,8 @@ PROMISES = {
     "runs/export/deeplab_onnx": Promise(("runs/export/deeplab_onnx.onnx",)),
     "python scripts/bench.py --quick": Promise(output=(r"forward",)),
     "import mxnet as mx\nimport gluon_deeplab as gd": Promise(),
+    "import mxnet as mx\nfrom mxnet.gluon import nn\n\nimport gluon_deeplab as gd": Promise(
+        ("runs/oneconv/final.params", "runs/oneconv_export/deeplab-symbol.json"), (r"\(4,\)",)),
 }
 TIMEOUT_S = 300
 COMMANDS = all_commands()
