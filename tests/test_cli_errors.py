@@ -257,3 +257,19 @@ def test_quoted_errors_say_what_failed_for_empty_and_mxnet_messages(tmp_path):
     with pytest.raises(ValueError, match=r"weights.params: not an MXNet parameter file "
                                          r"\(MXNetError: .*Invalid NDArray file format\)$"):
         gd.build_backbone("resnet18_v2", pretrained=str(bad))
+
+
+@pytest.mark.parametrize("argv", [["--gpus", "0"], ["--batch_size", "1", "--cpu_devices", "2"]])
+def test_train_bad_values_are_one_line_without_the_usage(capsys, argv):
+    from gluon_deeplab.training.cli import main as train_main
+
+    err = _fails(capsys, train_main, argv)
+    assert err.startswith("gluon-deeplab-train: error: ") and "usage:" not in err, err
+
+
+def test_train_malformed_command_line_still_shows_the_usage(capsys):
+    from gluon_deeplab.training.cli import main as train_main
+
+    with pytest.raises(SystemExit) as exit_info:
+        train_main(["--no_such_flag"])
+    assert exit_info.value.code == 2 and "usage:" in capsys.readouterr().err

@@ -207,8 +207,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                       bool(config.freeze_batch_norm))
         if config.amp:
             amp_dtype(ctxs)  # a one-line error before anything starts where AMP cannot run
-    except ValueError as err:
-        parser.error(str(err))
+    except ValueError as err:  # a bad value, not a malformed command line: no usage
+        parser.exit(2, f"{parser.prog}: error: {err}\n")
     try:
         result = train(config)
     except (TrainingError, ValueError, FileNotFoundError, OSError) as err:
