@@ -9,13 +9,13 @@ from unittest import mock
 import mxnet as mx
 import numpy as np
 import pytest
+from eval_throughput import distinct_sizes, measure_evaluation
 
 from gluon_deeplab.checkpoint import model_from_checkpoint
 from gluon_deeplab.data import get_dataset, make_synthetic_dataset
 from gluon_deeplab.evaluation import evaluate, predict_probabilities
 from gluon_deeplab.evaluation import split as split_module
 from gluon_deeplab.evaluation.inference import _logits
-from gluon_deeplab.evaluation.throughput import distinct_sizes, measure_evaluation
 from gluon_deeplab.models import bucket_size, padded_size
 
 # Two sizes that are their own bucket (129 = 16*8+1, 65 = 16*4+1): the same input either way.

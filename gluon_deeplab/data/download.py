@@ -24,8 +24,8 @@ from typing import Callable, Dict, List, Optional, Sequence
 from tqdm import tqdm
 
 from ..cli_help import DefaultsHelpFormatter
+from ..download_timeout import DEFAULT_TIMEOUT_S, requests_timeout, unresolved_host
 from ..errors import error_line
-from ..http import DEFAULT_TIMEOUT_S, requests_timeout, unresolved_host
 from .voc import gluoncv_voc_root
 
 # The URL folder holding every archive (a mirror), instead of each archive's own site.
