@@ -85,6 +85,24 @@ def short_run(data_dir, tmp_path_factory):
     return result, str(out)
 
 
+def test_a_run_leaves_its_config_as_given_and_logs_what_it_decided(data_dir, tmp_path):
+    import dataclasses
+
+    from gluon_deeplab.training import TrainConfig
+
+    config = TrainConfig.from_mapping(run_args(data_dir, tmp_path / "out", max_iter=2,
+                                               checkpoint_interval=2))
+    before = dataclasses.asdict(config)
+    train(config)
+    assert dataclasses.asdict(config) == before
+    start = next(r for r in read_log(tmp_path / "out") if r["kind"] == "start")
+    assert start["asked"]["train_split"] is None and start["asked"]["syncbn"] is None
+    assert start["decided"] == {"syncbn": False, "kvstore": "device", "data_dir": data_dir,
+                                "train_split": "train", "val_dataset": None}
+    assert start["args"]["train_split"] == "train" and start["args"]["syncbn"] is False
+    assert load_checkpoint(str(tmp_path / "out" / "final.params")).args["kvstore"] == "device"
+
+
 def test_training_loss_falls(short_run):
     _, out = short_run
     losses = [r["loss"] for r in read_log(out) if r["kind"] == "train"]
