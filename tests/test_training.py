@@ -19,17 +19,16 @@ from gluon_deeplab.training import (
     SegmentationLoss,
     TrainingDiverged,
     TrainingError,
-    build_parser,
     configure_parameter_groups,
     forward_backward,
     iterations_for_epochs,
-    main,
     make_trainer,
     pixel_cross_entropy_sum,
     poly_lr,
     prune_checkpoints,
     train,
 )
+from gluon_deeplab.training.cli import build_parser, main
 
 BN_SUFFIXES = ("gamma", "beta", "running_mean", "running_var")
 
