@@ -18,6 +18,7 @@ from gluon_deeplab.data import DataError, get_dataset
 from gluon_deeplab.data.io import save_mask
 from gluon_deeplab.deploy.cli import build_export_parser, export_main
 from gluon_deeplab.evaluation import cli as eval_cli
+from gluon_deeplab.evaluation import run as eval_run
 from gluon_deeplab.evaluation.ensemble import main as ensemble_main
 from gluon_deeplab.evaluation.predict import main as predict_main
 
@@ -56,7 +57,7 @@ def no_evaluation(monkeypatch):
     """Fail the test if the evaluation starts (errors must come before the work)."""
     def evaluate(*args, **kwargs):
         raise AssertionError("evaluation started before the bad flag was reported")
-    monkeypatch.setattr(eval_cli, "evaluate", evaluate)
+    monkeypatch.setattr(eval_run, "evaluate", evaluate)
 
 
 # -- eval -----------------------------------------------------------------------------------------
@@ -273,3 +274,10 @@ def test_train_malformed_command_line_still_shows_the_usage(capsys):
     with pytest.raises(SystemExit) as exit_info:
         train_main(["--no_such_flag"])
     assert exit_info.value.code == 2 and "usage:" in capsys.readouterr().err
+
+
+def test_buckets_help_claims_no_default_the_parser_does_not_have():
+    parser = eval_cli.build_parser()
+    assert parser.parse_args(["--checkpoint", "c"]).buckets is None  # chosen by device
+    no_buckets = next(a for a in parser._actions if "--no_buckets" in a.option_strings)
+    assert "default" not in parser._get_formatter()._expand_help(no_buckets)

@@ -140,8 +140,8 @@ def test_threaded_evaluation_gives_the_in_thread_confusion_matrix(model, sizes20
 
 def test_eval_loads_checkpoints_with_static_buffers_and_no_buckets_restores_own_padding(
         model, tmp_path):
-    from gluon_deeplab.evaluation.cli import run_eval
     from gluon_deeplab.evaluation.loading import load_inference_model
+    from gluon_deeplab.evaluation.run import run_eval
 
     net, root, checkpoint = model
     loaded = load_inference_model(checkpoint, None, [mx.cpu()])

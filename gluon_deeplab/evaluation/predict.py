@@ -18,14 +18,10 @@ from ..data import read_label_png
 from ..data.base import IMAGE_EXTS
 from ..devices import resolve_contexts
 from ..paths import check_writable
-from .cli import (
-    add_crf_arguments,
-    add_inference_arguments,
-    crf_from_args,
-    parse_scales,
-)
+from .cli import add_crf_arguments, add_inference_arguments
 from .colormap import save_mask
 from .inference import save_probability_file
+from .run import crf_from_settings, parse_scales
 from .segmenter import Segmenter, open_segmenter
 from .video import DEFAULT_FPS, VIDEO_EXTS, is_video, predict_video
 from .visualize import overlay, panel, save_rgb
@@ -210,9 +206,9 @@ def run_predict(args: argparse.Namespace) -> List[Dict[str, Any]]:
                                                        args.output_stride),
                           dict(scales=scales, flip=args.flip, fusion=args.fusion,
                                crop_size=args.crop_size, buckets=args.buckets,
-                               crf=crf_from_args(args) or False))
+                               crf=crf_from_settings(args) or False))
     images = collect_images(args.inputs)
-    crf = crf_from_args(args)
+    crf = crf_from_settings(args)
     # Cheap checks first: no model is loaded for a run that would fail on its outputs.
     _check_outputs(images, args.output_dir, args.overwrite, args.save_probabilities)
     label_paths(images, args.label_dir)
