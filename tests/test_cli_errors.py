@@ -19,8 +19,8 @@ from gluon_deeplab.data.io import save_mask
 from gluon_deeplab.deploy.cli import build_export_parser, export_main
 from gluon_deeplab.evaluation import cli as eval_cli
 from gluon_deeplab.evaluation import run as eval_run
-from gluon_deeplab.evaluation.ensemble import main as ensemble_main
-from gluon_deeplab.evaluation.predict import main as predict_main
+from gluon_deeplab.evaluation.ensemble_cli import main as ensemble_main
+from gluon_deeplab.evaluation.predict_cli import main as predict_main
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROOT_USER = os.geteuid() == 0
