@@ -179,28 +179,6 @@ def status() -> AmxStatus:
 
 # A tiny conv-ReLU-conv in the requested precision, run after ``import gluon_deeplab`` (so with
 # AMX as the library sets it) under oneDNN's verbose mode.
-_ISA_PROBE = """
-import sys
-import gluon_deeplab  # noqa: F401
-import mxnet as mx
-from mxnet.gluon import nn
-dtype = sys.argv[1]
-net = nn.HybridSequential()
-net.add(nn.Conv2D(32, 3, padding=1, in_channels=32, use_bias=False), nn.Activation("relu"),
-        nn.Conv2D(32, 3, padding=1, in_channels=32, use_bias=False))
-net.initialize()
-net.hybridize()
-x = mx.nd.random.uniform(shape=(1, 32, 28, 28))
-if dtype == "bfloat16":
-    from gluon_deeplab.precision import to_bf16
-    net(x)
-    net = to_bf16(net)
-elif dtype == "int8":
-    from mxnet.contrib.quantization import quantize_net_v2
-    net = quantize_net_v2(net, quantized_dtype="auto", calib_mode="none", ctx=mx.cpu(),
-                          data_shapes=[mx.io.DataDesc("data", x.shape)])
-net(x).wait_to_read()
-"""
 # oneDNN turns its verbose log on by one of these: 2.x (MXNet), 3.x (PyTorch), the old name
 VERBOSE_VARIABLES = ("DNNL_VERBOSE", "ONEDNN_VERBOSE", "MKLDNN_VERBOSE")
 _VERBOSE_DTYPES = {"float32": ("f32",), "bfloat16": ("bf16",), "int8": ("s8", "u8")}
@@ -261,24 +239,3 @@ def child_environment(extra: Mapping[str, str]) -> Dict[str, str]:
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     path = os.pathsep.join(p for p in (repo, os.environ.get("PYTHONPATH")) if p)
     return dict(os.environ, **extra, PYTHONPATH=path)
-
-
-def onednn_isa(dtype: str = "float32", timeout: float = 300) -> str:
-    """The ISA oneDNN runs a ``dtype`` ('float32', 'bfloat16', 'int8') convolution on here,
-    e.g. 'avx2', 'avx512_core', 'avx512_core_amx': a tiny network in a child process that
-    imports gluon_deeplab (AMX as the library sets it) under ``DNNL_VERBOSE``.
-    RuntimeError (one line) when the child fails or runs no such convolution."""
-    import subprocess
-
-    if dtype not in _VERBOSE_DTYPES:
-        raise ValueError(f"dtype must be one of {', '.join(_VERBOSE_DTYPES)}, got {dtype!r}")
-    env = child_environment({name: "1" for name in VERBOSE_VARIABLES})
-    proc = subprocess.run([sys.executable, "-c", _ISA_PROBE, dtype], capture_output=True,
-                          text=True, env=env, timeout=timeout)
-    if proc.returncode != 0:
-        lines = (proc.stderr.strip() or f"exit status {proc.returncode}").splitlines()
-        raise RuntimeError(f"a {dtype} convolution failed: {lines[-1]}")
-    isa = isa_from_verbose(proc.stdout, dtype)
-    if isa is None:
-        raise RuntimeError(f"oneDNN ran no {dtype} convolution")
-    return isa

@@ -7,7 +7,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from gluon_deeplab.data.synthetic import main  # noqa: E402
+from gluon_deeplab.data.synthetic_cli import main  # noqa: E402
 
 if __name__ == "__main__":
     main()

@@ -23,7 +23,7 @@ fi
 if [ ! -x .venv/bin/python ]; then
     "${PYTHON:-python3}" -m venv .venv
 fi
-# -I: the script's folder (gluon_deeplab/, with its http.py) must not shadow the standard library.
+# -I: the script's folder (gluon_deeplab/) must not shadow the standard library's modules.
 extras=$(.venv/bin/python -I gluon_deeplab/mxnet_builds.py --mxnet "${MXNET:-auto}" \
     --extras "${1:-}" --where .venv)
 target=.

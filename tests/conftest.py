@@ -263,7 +263,7 @@ def bf16_export_agrees_with_fp32(tmp_path):
     from gluon_deeplab.data import get_dataset
     from gluon_deeplab.deploy.cli import export_main
     from gluon_deeplab.evaluation import predict_probabilities
-    from gluon_deeplab.evaluation.cli import run_eval
+    from gluon_deeplab.evaluation.run import run_eval
     from gluon_deeplab.models import model_from_checkpoint
 
     def check(root, checkpoint):

@@ -61,7 +61,8 @@ if sys.argv[1:2] and sys.argv[1].endswith(".py"):
     sys.argv = sys.argv[1:]
     runpy.run_path(sys.argv[0], run_name="__main__")
 else:
-    download.main(sys.argv[1:])
+    from gluon_deeplab.data.download_cli import main
+    main(sys.argv[1:])
 """
 
 

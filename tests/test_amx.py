@@ -12,6 +12,7 @@ import subprocess
 import sys
 
 import pytest
+from graph_probes import onednn_isa
 
 from gluon_deeplab import amx
 from gluon_deeplab.precision import bf16_support
@@ -339,17 +340,17 @@ def test_onednn_isa_names_the_isa_of_fp32_and_int8_convolutions_here():
     isas = ("sse41", "avx", "avx2", "avx2_vnni", "avx512_core", "avx512_core_vnni",
             "avx512_core_bf16", "avx512_core_amx")
     for dtype in ("float32", "int8"):
-        assert amx.onednn_isa(dtype) in isas
+        assert onednn_isa(dtype) in isas
     if "avx512f" not in amx.cpu_flags():
-        assert amx.onednn_isa("float32") == "avx2"
+        assert onednn_isa("float32") == "avx2"
     if not bf16_support().ok:
         with pytest.raises(RuntimeError, match="^a bfloat16 convolution failed: .*primitive"):
-            amx.onednn_isa("bfloat16")
+            onednn_isa("bfloat16")
 
 
 @pytest.mark.skipif(not amx.status().enabled, reason=f"AMX is off here: {amx.status().reason}")
 @pytest.mark.parametrize("v3plus", [False, True], ids=["v3", "v3plus"])
 def test_bf16_on_amx_agrees_with_fp32_at_three_sizes(v3plus, trained_synthetic, trained_v3plus,
                                                      bf16_export_agrees_with_fp32):
-    assert amx.onednn_isa("bfloat16").startswith("avx512_core_amx")
+    assert onednn_isa("bfloat16").startswith("avx512_core_amx")
     bf16_export_agrees_with_fp32(*(trained_v3plus(1) if v3plus else trained_synthetic))

@@ -18,8 +18,9 @@ from gluon_deeplab.data import DataError, get_dataset
 from gluon_deeplab.data.io import save_mask
 from gluon_deeplab.deploy.cli import build_export_parser, export_main
 from gluon_deeplab.evaluation import cli as eval_cli
-from gluon_deeplab.evaluation.ensemble import main as ensemble_main
-from gluon_deeplab.evaluation.predict import main as predict_main
+from gluon_deeplab.evaluation import run as eval_run
+from gluon_deeplab.evaluation.ensemble_cli import main as ensemble_main
+from gluon_deeplab.evaluation.predict_cli import main as predict_main
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROOT_USER = os.geteuid() == 0
@@ -56,7 +57,7 @@ def no_evaluation(monkeypatch):
     """Fail the test if the evaluation starts (errors must come before the work)."""
     def evaluate(*args, **kwargs):
         raise AssertionError("evaluation started before the bad flag was reported")
-    monkeypatch.setattr(eval_cli, "evaluate", evaluate)
+    monkeypatch.setattr(eval_run, "evaluate", evaluate)
 
 
 # -- eval -----------------------------------------------------------------------------------------
@@ -257,3 +258,26 @@ def test_quoted_errors_say_what_failed_for_empty_and_mxnet_messages(tmp_path):
     with pytest.raises(ValueError, match=r"weights.params: not an MXNet parameter file "
                                          r"\(MXNetError: .*Invalid NDArray file format\)$"):
         gd.build_backbone("resnet18_v2", pretrained=str(bad))
+
+
+@pytest.mark.parametrize("argv", [["--gpus", "0"], ["--batch_size", "1", "--cpu_devices", "2"]])
+def test_train_bad_values_are_one_line_without_the_usage(capsys, argv):
+    from gluon_deeplab.training.cli import main as train_main
+
+    err = _fails(capsys, train_main, argv)
+    assert err.startswith("gluon-deeplab-train: error: ") and "usage:" not in err, err
+
+
+def test_train_malformed_command_line_still_shows_the_usage(capsys):
+    from gluon_deeplab.training.cli import main as train_main
+
+    with pytest.raises(SystemExit) as exit_info:
+        train_main(["--no_such_flag"])
+    assert exit_info.value.code == 2 and "usage:" in capsys.readouterr().err
+
+
+def test_buckets_help_claims_no_default_the_parser_does_not_have():
+    parser = eval_cli.build_parser()
+    assert parser.parse_args(["--checkpoint", "c"]).buckets is None  # chosen by device
+    no_buckets = next(a for a in parser._actions if "--no_buckets" in a.option_strings)
+    assert "default" not in parser._get_formatter()._expand_help(no_buckets)

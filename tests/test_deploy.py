@@ -151,6 +151,8 @@ def test_bench_quick_prints_every_row_of_the_table(monkeypatch, capsys):
 
     def fake_case(name, timeout=1800, **kwargs):
         cases.append(name)
+        if name == "amp_casts":  # counted on the graph: a count, not seconds
+            return {"activations": 8, "elements": 10 ** 6, "weights": 28}, 600.0, ""
         return 0.01 * len(cases), (500.0 if name == "baseline" else 600.0 + len(cases)), "avx2"
 
     monkeypatch.setattr(runner, "run_case", fake_case)
@@ -160,7 +162,7 @@ def test_bench_quick_prints_every_row_of_the_table(monkeypatch, capsys):
     table = "\n".join(lines[:-1])
     for name in ("forward fp32", "forward int8", "forward bf16", "train iteration",
                  "train iteration AMP", "SyncBatchNorm", "data loader", "gluoncv",
-                 "process baseline", "forward fp32 fused (MKLDNN)"):
+                 "process baseline", "forward fp32 fused (MKLDNN)", "AMP activation casts"):
         assert name in table, table
     rows = json.loads(lines[-1])
     assert cases[0] == "baseline" and len(cases) > 10
@@ -168,7 +170,10 @@ def test_bench_quick_prints_every_row_of_the_table(monkeypatch, capsys):
     versus = [r for r in rows if r["part"] in ("reference", "train")
               and "gluoncv" not in r["name"] and "AMP" not in r["name"]]
     assert versus and all(r["ratio"] is None and "resnet50" in r["note"] for r in versus)
-    assert all(r["isa"] == "avx2" for r in rows if r["value"] is not None)
+    assert all(r["isa"] == "avx2" for r in rows if r["value"] is not None
+               and r["part"] != "amp_casts")
+    casts = next(r for r in rows if r["part"] == "amp_casts")
+    assert casts["value"] == 16 and "2.00 M elements/image; 28 weight casts" in casts["note"]
     bf16_rows = [r for r in rows if "bf16" in r["name"]]
     assert bf16_rows and all(r["value"] is not None or r["note"].startswith("n/a (")
                              for r in bf16_rows)

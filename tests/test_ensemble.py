@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 from gluon_deeplab.evaluation import save_mask, voc_colormap
-from gluon_deeplab.evaluation.ensemble import ensemble_folders, main, majority_vote
+from gluon_deeplab.evaluation.ensemble import ensemble_folders, majority_vote
+from gluon_deeplab.evaluation.ensemble_cli import main
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

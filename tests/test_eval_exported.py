@@ -7,7 +7,8 @@ import pytest
 from gluon_deeplab import precision
 from gluon_deeplab.data import get_dataset
 from gluon_deeplab.deploy import export_checkpoint
-from gluon_deeplab.evaluation.cli import METRIC_NAMES, eval_main, run_eval
+from gluon_deeplab.evaluation.cli import eval_main
+from gluon_deeplab.evaluation.run import METRIC_NAMES, run_eval
 from gluon_deeplab.precision import Bf16Support
 
 

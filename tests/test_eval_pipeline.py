@@ -9,12 +9,12 @@ from unittest import mock
 import mxnet as mx
 import numpy as np
 import pytest
+from eval_throughput import distinct_sizes, measure_evaluation
 
 from gluon_deeplab.data import get_dataset, make_synthetic_dataset
 from gluon_deeplab.evaluation import evaluate, predict_probabilities
 from gluon_deeplab.evaluation import split as split_module
 from gluon_deeplab.evaluation.inference import _logits
-from gluon_deeplab.evaluation.throughput import distinct_sizes, measure_evaluation
 from gluon_deeplab.models import bucket_size, model_from_checkpoint, padded_size
 
 # Two sizes that are their own bucket (129 = 16*8+1, 65 = 16*4+1): the same input either way.
@@ -139,8 +139,8 @@ def test_threaded_evaluation_gives_the_in_thread_confusion_matrix(model, sizes20
 
 def test_eval_loads_checkpoints_with_static_buffers_and_no_buckets_restores_own_padding(
         model, tmp_path):
-    from gluon_deeplab.evaluation.cli import run_eval
     from gluon_deeplab.evaluation.loading import load_inference_model
+    from gluon_deeplab.evaluation.run import run_eval
 
     net, root, checkpoint = model
     loaded = load_inference_model(checkpoint, None, [mx.cpu()])

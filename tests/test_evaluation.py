@@ -31,9 +31,10 @@ from gluon_deeplab.evaluation import (
     predict_probabilities,
     voc_colormap,
 )
-from gluon_deeplab.evaluation.cli import build_parser, eval_main, parse_scales, run_eval
+from gluon_deeplab.evaluation.cli import build_parser, eval_main
 from gluon_deeplab.evaluation.config import EvalConfig
 from gluon_deeplab.evaluation.inference import _window_starts
+from gluon_deeplab.evaluation.run import parse_scales, run_eval
 from gluon_deeplab.models import model_from_checkpoint
 
 NUM_CLASSES = 3
@@ -330,7 +331,7 @@ def test_run_eval_takes_an_evalconfig_and_leaves_it_unchanged(tiny_checkpoint, s
                         max_images=2)
     as_dict = run_eval({"checkpoint": tiny_checkpoint, "data_dir": synthetic_root,
                         "dataset": "synthetic", "no_progress": True, "max_images": 2})
-    with mock.patch("gluon_deeplab.evaluation.cli.default_data_dir",
+    with mock.patch("gluon_deeplab.evaluation.run.default_data_dir",
                     return_value=synthetic_root):
         result = run_eval(config)
     assert config.data_dir is None  # the filled-in default went to a copy

@@ -14,7 +14,7 @@ from gluon_deeplab.data import get_dataset, make_synthetic_dataset
 from gluon_deeplab.deploy import export_checkpoint, read_meta
 from gluon_deeplab.deploy.int8 import excluded_layer_names
 from gluon_deeplab.evaluation import predict_probabilities
-from gluon_deeplab.evaluation.cli import run_eval
+from gluon_deeplab.evaluation.run import run_eval
 from gluon_deeplab.models import (
     HeadSpec,
     build_model,

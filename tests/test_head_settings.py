@@ -9,11 +9,12 @@ import json
 import mxnet as mx
 import numpy as np
 import pytest
+from graph_probes import quantized_convolutions
 from mxnet.gluon.data import ArrayDataset, DataLoader
 
 import gluon_deeplab as gd
 from gluon_deeplab.checkpoint import load_checkpoint, save_checkpoint
-from gluon_deeplab.deploy.int8 import excluded_layer_names, quantize_model, quantized_convolutions
+from gluon_deeplab.deploy.int8 import excluded_layer_names, quantize_model
 from gluon_deeplab.models import (
     VortexBranch,
     model_from_checkpoint,

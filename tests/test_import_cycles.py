@@ -97,3 +97,15 @@ def test_the_package_and_its_data_and_evaluation_import_without_gluoncv():
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, timeout=120,
                             env=dict(os.environ, PYTHONPATH=REPO), capture_output=True)
     assert result.returncode == 0, result.stderr.decode()[-2000:]
+
+
+def test_importing_the_library_loads_none_of_its_command_lines():
+    code = ("import sys, gluon_deeplab.training, gluon_deeplab.deploy, gluon_deeplab.data, "
+            "gluon_deeplab.evaluation.run; "
+            "print([m for m in sys.modules if m.startswith('gluon_deeplab') "
+            "and m.rsplit('.', 1)[-1].endswith('cli')])")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, timeout=120,
+                            env=dict(os.environ, PYTHONPATH=REPO), capture_output=True,
+                            text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "[]", result.stdout

@@ -20,13 +20,13 @@ import sys
 import mxnet as mx
 import numpy as np
 import pytest
+from graph_probes import quantized_convolutions
 
 from gluon_deeplab import amx, build_model, precision
 from gluon_deeplab.checkpoint import load_checkpoint, save_checkpoint
 from gluon_deeplab.data import get_dataset
 from gluon_deeplab.deploy import export_checkpoint, read_meta
 from gluon_deeplab.deploy.cli import export_main
-from gluon_deeplab.deploy.int8 import quantized_convolutions
 from gluon_deeplab.precision import Bf16Support, bf16_support, to_bf16
 from gluon_deeplab.training import cli as train_cli
 from gluon_deeplab.training.mixed_precision import amp_dtype

@@ -24,7 +24,7 @@ from gluon_deeplab.evaluation import (
     save_mask,
     voc_colormap,
 )
-from gluon_deeplab.evaluation.predict import main
+from gluon_deeplab.evaluation.predict_cli import main
 from gluon_deeplab.evaluation.visualize import PANEL_GAP
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -77,7 +77,8 @@ def test_syncbn_flags_and_the_recorded_setting():
 ])
 def test_batch_size_against_device_count_is_a_one_line_error_before_anything_starts(
         tmp_path, capsys, extra, message):
-    from gluon_deeplab.training import main, train
+    from gluon_deeplab.training import train
+    from gluon_deeplab.training.cli import main
 
     out = tmp_path / "run"
     args = ["--dataset", "synthetic", "--data_dir", str(tmp_path / "none"), "--output_dir",
@@ -238,7 +239,7 @@ def _train_and_watch(argv) -> dict:
     """The trainer's command line on ``argv``; before every average of the running
     statistics over devices (validation, checkpoints, the end), the largest gap between
     two devices' copies (SyncBN: none, every device has the whole batch's)."""
-    from gluon_deeplab.training import main
+    from gluon_deeplab.training.cli import main
     from gluon_deeplab.training.step import RunningStatsSync
 
     seen = {"calls": 0, "gap": 0.0, "layers": 0}

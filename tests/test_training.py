@@ -19,17 +19,16 @@ from gluon_deeplab.training import (
     SegmentationLoss,
     TrainingDiverged,
     TrainingError,
-    build_parser,
     configure_parameter_groups,
     forward_backward,
     iterations_for_epochs,
-    main,
     make_trainer,
     pixel_cross_entropy_sum,
     poly_lr,
     prune_checkpoints,
     train,
 )
+from gluon_deeplab.training.cli import build_parser, main
 
 BN_SUFFIXES = ("gamma", "beta", "running_mean", "running_var")
 
@@ -83,6 +82,46 @@ def short_run(data_dir, tmp_path_factory):
     result = train(run_args(data_dir, out, max_iter=16, batch_size=4, val_interval=8,
                             checkpoint_interval=4, initial_learning_rate=0.01))
     return result, str(out)
+
+
+def test_a_run_leaves_its_config_as_given_and_logs_what_it_decided(data_dir, tmp_path):
+    import dataclasses
+
+    from gluon_deeplab.training import TrainConfig
+
+    config = TrainConfig.from_mapping(run_args(data_dir, tmp_path / "out", max_iter=2,
+                                               checkpoint_interval=2))
+    before = dataclasses.asdict(config)
+    train(config)
+    assert dataclasses.asdict(config) == before
+    start = next(r for r in read_log(tmp_path / "out") if r["kind"] == "start")
+    assert start["asked"]["train_split"] is None and start["asked"]["syncbn"] is None
+    assert start["decided"] == {"syncbn": False, "kvstore": "device", "data_dir": data_dir,
+                                "train_split": "train", "val_dataset": None}
+    assert start["args"]["train_split"] == "train" and start["args"]["syncbn"] is False
+    assert load_checkpoint(str(tmp_path / "out" / "final.params")).args["kvstore"] == "device"
+
+
+def test_the_command_line_checks_the_settings_once(data_dir, tmp_path, monkeypatch):
+    from gluon_deeplab.training import TrainConfig, trainer
+
+    calls = {"check": 0, "contexts": 0}
+    check, contexts = TrainConfig.check, trainer.resolve_contexts
+
+    def counted_check(self):
+        calls["check"] += 1
+        return check(self)
+
+    def counted_contexts(*args, **kwargs):
+        calls["contexts"] += 1
+        return contexts(*args, **kwargs)
+
+    monkeypatch.setattr(TrainConfig, "check", counted_check)
+    monkeypatch.setattr(trainer, "resolve_contexts", counted_contexts)
+    flags = run_args(data_dir, tmp_path / "out", max_iter=1, checkpoint_interval=1)
+    argv = [part for key, value in flags.items() for part in (f"--{key}", str(value))]
+    assert main(argv) == 0
+    assert calls == {"check": 1, "contexts": 1}
 
 
 def test_training_loss_falls(short_run):

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from gluon_deeplab.checkpoint import load_checkpoint
-from gluon_deeplab.training import main
+from gluon_deeplab.training.cli import main
 from gluon_deeplab.training.lock import LOCK_FILE, FolderLock, FolderLocked
 from gluon_deeplab.training.run_folder import list_checkpoints
 

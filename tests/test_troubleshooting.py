@@ -20,7 +20,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def _train_error(capsys, *argv: str) -> str:
     try:
         status = train_main(list(argv))
-    except SystemExit as end:  # argparse's error(): usage, then the line
+    except SystemExit as end:  # a bad value: the one line
         status = end.code
     assert status not in (0, None)
     return capsys.readouterr().err.strip().splitlines()[-1]

@@ -12,7 +12,7 @@ from PIL import Image
 
 import gluon_deeplab as gd
 from gluon_deeplab.evaluation import overlay
-from gluon_deeplab.evaluation.predict import main
+from gluon_deeplab.evaluation.predict_cli import main
 from gluon_deeplab.evaluation.video import INSTALL_HINT, read_video
 
 

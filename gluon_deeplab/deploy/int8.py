@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import mxnet as mx
 from mxnet.gluon import HybridBlock, SymbolBlock
@@ -98,19 +98,6 @@ def excluded_layer_names(net: HybridBlock, groups: Sequence[str]) -> List[str]:
     names += [n["name"] for n in nodes if any(n["name"].startswith(p) for p in prefixes)]
     return names
 
-
-def quantized_convolutions(qnet: HybridBlock) -> Dict[str, bool]:
-    """Every convolution of a quantized graph by its fp32 node name -> whether it runs INT8
-    (oneDNN fuses conv + BN + ReLU into one node; the original names live in its subgraph)."""
-    result: Dict[str, bool] = {}
-    for node in _graph_nodes(qnet):
-        quantized = node.get("attrs", {}).get("quantized") == "true" \
-            or node["op"].startswith("_contrib_quantized_conv")
-        inner = [m for sub in node.get("subgraphs", []) for m in sub["nodes"]]
-        for conv in [node] + inner:
-            if conv["op"] == "Convolution" or conv["op"].startswith("_contrib_quantized_conv"):
-                result[conv["name"]] = quantized
-    return result
 
 
 def quantize_model(net: HybridBlock, calib_loader: DataLoader,

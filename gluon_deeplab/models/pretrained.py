@@ -14,8 +14,8 @@ from typing import Optional
 
 import mxnet as mx
 
+from ..download_timeout import DEFAULT_TIMEOUT_S, requests_timeout, unresolved_host
 from ..errors import error_line
-from ..http import DEFAULT_TIMEOUT_S, requests_timeout, unresolved_host
 from .resnet_v2 import canonical_backbone_name
 
 IMAGENET, NONE = "imagenet", "none"

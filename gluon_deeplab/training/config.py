@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 from ..data import canonical_dataset_name, default_data_dir
 from ..data.folder import FOLDER_LAYOUT
@@ -30,6 +30,22 @@ KVSTORES = ("device", "local", "nccl", "dist_sync", "dist_device_sync", "dist_sy
 DEFAULT_TRAIN_SPLITS = {"voc_aug": "train_aug", "voc_sbd": "train_aug"}
 # SBD's own val overlaps train_aug: the recipe validates on VOC 2012 val, in the same root.
 DEFAULT_VAL_DATASETS = {"voc_sbd": "voc"}
+
+
+@dataclass(frozen=True)
+class DataPlan:
+    """Where a run's data comes from, defaults decided: the folder, the training split, the
+    validation dataset, and the (flag, value) of each default that chose data (for errors)."""
+
+    data_dir: str
+    train_split: str
+    val_dataset: Optional[str]
+    defaults_used: Tuple[Tuple[str, Any], ...] = ()
+
+    def overrides(self) -> Dict[str, Any]:
+        """The config fields this plan decides."""
+        return {"data_dir": self.data_dir, "train_split": self.train_split,
+                "val_dataset": self.val_dataset}
 
 
 @dataclass
@@ -132,20 +148,21 @@ class TrainConfig:
                              "the same update)")
         return self
 
-    def fill_data_defaults(self) -> List[Tuple[str, Any]]:
-        """Set the data folder, training split and validation dataset left to their defaults
-        (so the run records what it used); returns the (flag, value) of each default that
-        chose data, for error messages."""
+    def data_plan(self) -> DataPlan:
+        """The data folder, training split and validation dataset this config leaves to their
+        defaults, decided (the config itself is left as given)."""
         used = [("--dataset", self.dataset)] if self.dataset == TrainConfig.dataset else []
-        if not self.data_dir:
-            self.data_dir = default_data_dir(self.dataset)
-            used.append(("--data_dir", self.data_dir))
-        self.train_split = self.train_split or DEFAULT_TRAIN_SPLITS.get(self.dataset, "train")
-        if self.val_interval > 0 and not self.val_dataset \
-                and self.dataset in DEFAULT_VAL_DATASETS:
-            self.val_dataset = DEFAULT_VAL_DATASETS[self.dataset]
-            used.append(("--val_dataset", self.val_dataset))
-        return used
+        data_dir = self.data_dir
+        if not data_dir:
+            data_dir = default_data_dir(self.dataset)
+            used.append(("--data_dir", data_dir))
+        val_dataset = self.val_dataset
+        if self.val_interval > 0 and not val_dataset and self.dataset in DEFAULT_VAL_DATASETS:
+            val_dataset = DEFAULT_VAL_DATASETS[self.dataset]
+            used.append(("--val_dataset", val_dataset))
+        return DataPlan(data_dir, self.train_split or DEFAULT_TRAIN_SPLITS.get(self.dataset,
+                                                                                 "train"),
+                        val_dataset, tuple(used))
 
     def _check_length(self) -> None:
         if self.train_epochs is not None:

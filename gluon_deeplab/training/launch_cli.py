@@ -135,8 +135,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         finally:
             if main_thread:
                 signal.signal(signal.SIGTERM, previous)
-    except (ValueError, FileNotFoundError, ImportError) as err:
-        p.error(str(err))
+    except (ValueError, FileNotFoundError, ImportError) as err:  # no usage: the line says it
+        p.exit(2, f"{p.prog}: error: {err}\n")
     except KeyboardInterrupt:
         failure = "interrupted; every process was stopped"
     if failure:

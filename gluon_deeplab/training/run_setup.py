@@ -4,9 +4,11 @@ and the model, and the console the run speaks through."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
-from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
 import mxnet as mx
 from tqdm import tqdm
@@ -21,7 +23,7 @@ from ..models import (
     recorded_head_settings,
     resolve_pretrained,
 )
-from .config import TrainConfig
+from .config import DataPlan, TrainConfig
 from .errors import TrainingError
 from .multi_device import (
     check_devices,
@@ -98,9 +100,9 @@ def clean_folder(out: str, say: Say) -> None:
         say(f"replaced {log_path}: it was left by a run that saved no checkpoint")
 
 
-def datasets_of(args: TrainConfig):
-    """The training and validation sets; an error names the defaults it came from."""
-    defaults = args.fill_data_defaults()
+def datasets_of(args: TrainConfig, defaults: Sequence[Tuple[str, Any]] = ()):
+    """The training and validation sets of ``args`` (its data plan applied); an error names
+    the ``defaults`` (flag, value) that chose the data."""
     try:
         return train_val_datasets(
             args.dataset, args.data_dir, args.train_split,
@@ -109,7 +111,7 @@ def datasets_of(args: TrainConfig):
             num_classes=args.num_classes, ignore_label=args.ignore_label,
             folder_options=args.folder_options())
     except DataError as err:
-        raise explain_data_error(err, "train.py", defaults, args.dataset,
+        raise explain_data_error(err, "train.py", list(defaults), args.dataset,
                                  args.data_dir) from None
 
 
@@ -150,19 +152,50 @@ def loader_workers(args: TrainConfig, num_devices: int, say: Say) -> int:
     return count
 
 
-def plan_devices(args: TrainConfig, ctxs: Sequence[mx.Context]) -> List[str]:
-    """Settle SyncBN and the kvstore in ``args`` (recorded as used); the lines to say."""
+@dataclass(frozen=True)
+class DevicePlan:
+    """SyncBN and the kvstore as decided for the devices (the run records these), and the
+    lines that say why."""
+
+    syncbn: bool
+    kvstore: str
+    notes: Tuple[str, ...] = ()
+
+    def overrides(self) -> Dict[str, Any]:
+        """The config fields this plan decides."""
+        return {"syncbn": self.syncbn, "kvstore": self.kvstore}
+
+
+def plan_devices(args: TrainConfig, ctxs: Sequence[mx.Context]) -> DevicePlan:
+    """Decide SyncBN and the kvstore for ``ctxs`` (``args`` is left as given)."""
     syncbn, note = check_devices(args.batch_size, len(ctxs), args.syncbn,
                                  bool(args.freeze_batch_norm))
-    args.syncbn = syncbn
     kinds = [c.device_type for c in ctxs]
-    args.kvstore, why = choose_kvstore(args.kvstore, kinds, distributed_worker())
-    check_nccl(args.kvstore, kinds, nccl_available())
+    kvstore, why = choose_kvstore(args.kvstore, kinds, distributed_worker())
+    check_nccl(kvstore, kinds, nccl_available())
     notes = [note] if note else []
-    if len(ctxs) > 1 or "dist" in args.kvstore:
-        notes.append(f"kvstore: {args.kvstore} ({why})")
-    launch_mode = nccl_launch_mode(args.kvstore, os.environ)
-    return notes + ([launch_mode] if launch_mode else [])
+    if len(ctxs) > 1 or "dist" in kvstore:
+        notes.append(f"kvstore: {kvstore} ({why})")
+    launch_mode = nccl_launch_mode(kvstore, os.environ)
+    return DevicePlan(syncbn, kvstore, tuple(notes + ([launch_mode] if launch_mode else [])))
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What the start of a run decided (devices, data) beside what was ``asked``; the run
+    uses :meth:`config` and its log's start record holds both."""
+
+    devices: DevicePlan
+    data: DataPlan
+    asked: TrainConfig
+
+    def decided(self) -> Dict[str, Any]:
+        """The config fields the plan decides, with their values."""
+        return {**self.devices.overrides(), **self.data.overrides()}
+
+    def config(self) -> TrainConfig:
+        """The asked config with the decisions in it: what the run records and uses."""
+        return dataclasses.replace(self.asked, **self.decided())
 
 
 class Console:

@@ -24,7 +24,7 @@ from ..evaluation import evaluate
 from ..files import atomic_write
 from ..models import load_model_weights
 from .config import TrainConfig, as_config
-from .errors import TrainingDiverged, TrainingError
+from .errors import SettingsError, TrainingDiverged, TrainingError
 from .lock import FolderLock
 from .loss import SegmentationLoss
 from .mixed_precision import describe_amp, init_amp, init_amp_trainer
@@ -37,6 +37,7 @@ from .run_setup import (
     LOG_FILE,
     Console,
     Distributed,
+    RunPlan,
     build_net,
     clean_folder,
     datasets_of,
@@ -70,16 +71,22 @@ def train(settings: Union[TrainConfig, Mapping[str, Any]]) -> Dict[str, Any]:
     start (existing run without --resume, a checkpoint of another run, a folder in use by
     another trainer) and :class:`TrainingDiverged` on a NaN/inf loss or weights.
     """
-    args = as_config(settings)
-    ctxs = resolve_contexts(args.gpus, args.cpu_devices)  # before anything heavy starts
-    notes = plan_devices(args, ctxs)
-    amp_dtype = init_amp(ctxs) if args.amp else None  # before the model is built
+    try:  # every check of the settings, once, before anything starts
+        asked = as_config(settings)  # a checked copy: the caller's settings stay as they are
+        ctxs = resolve_contexts(asked.gpus, asked.cpu_devices)
+        plan = RunPlan(plan_devices(asked, ctxs), asked.data_plan(), asked)
+        args = plan.config()  # what the run uses and its checkpoints record
+        amp_dtype = init_amp(ctxs) if args.amp else None  # before the model is built
+    except SettingsError:
+        raise
+    except ValueError as err:
+        raise SettingsError(str(err)) from None
     dist = Distributed(args.kvstore)
     if not dist.chief:  # only the chief writes to the output folder
-        return _train(args, ctxs, dist, amp_dtype, notes)
+        return _train(args, ctxs, dist, amp_dtype, plan)
     os.makedirs(args.output_dir, exist_ok=True)
     with FolderLock(args.output_dir):
-        return _train(args, ctxs, dist, amp_dtype, notes)
+        return _train(args, ctxs, dist, amp_dtype, plan)
 
 
 @dataclass
@@ -157,8 +164,8 @@ class Run:
 
 
 def _train(args: TrainConfig, ctxs: Sequence[mx.Context], dist: Distributed,
-           amp_dtype: Optional[str], notes: Sequence[str] = ()) -> Dict[str, Any]:
-    run = _prepare_run(args, ctxs, dist, amp_dtype, notes, Console(dist.chief))
+           amp_dtype: Optional[str], plan: RunPlan) -> Dict[str, Any]:
+    run = _prepare_run(args, ctxs, dist, amp_dtype, plan, Console(dist.chief))
     trained = run.state.iteration < run.max_iter
     if not trained:
         run.say(f"{run.resume_path} is at iteration {run.state.iteration} >= --max_iter "
@@ -169,18 +176,18 @@ def _train(args: TrainConfig, ctxs: Sequence[mx.Context], dist: Distributed,
 
 
 def _prepare_run(args: TrainConfig, ctxs: Sequence[mx.Context], dist: Distributed,
-                 amp_dtype: Optional[str], notes: Sequence[str], say: Console) -> Run:
+                 amp_dtype: Optional[str], plan: RunPlan, say: Console) -> Run:
     """Everything before the first iteration, in the order a user fixes problems: the run
     folder, the data, then the starting weights, the model, the optimizer and the log."""
     resume_path = find_start(args, say)
-    for note in notes:
+    for note in plan.devices.notes:
         say(note)
     if amp_dtype and dist.chief:  # one bf16 probe per machine, not one per worker at once
         say(describe_amp(amp_dtype, ctxs))
     if dist.chief:
         clean_folder(args.output_dir, say)
     # The data first: a missing dataset is the first thing to fix, before any download.
-    train_set, val_set = datasets_of(args)
+    train_set, val_set = datasets_of(args, plan.data.defaults_used)
     pretrained = pretrained_weights(args, resume_path, say)  # fails early when unavailable
     max_iter = max_iterations(args, len(train_set), dist.num_workers, say)
     mx.random.seed(args.seed)  # initialization of the head (and a backbone not pretrained)
@@ -210,7 +217,8 @@ def _prepare_run(args: TrainConfig, ctxs: Sequence[mx.Context], dist: Distribute
             log.truncate_after(state.iteration)
         log.write({"kind": "start", "iteration": state.iteration, "max_iter": max_iter,
                    RUN_ID: state.run_id, "contexts": [str(c) for c in ctxs],
-                   "workers": dist.num_workers, "args": args.as_dict()})
+                   "workers": dist.num_workers, "args": args.as_dict(),
+                   "asked": plan.asked.as_dict(), "decided": plan.decided()})
     return Run(args, ctxs, dist, amp_dtype, say, net, trainer, loss_fn, sync_running_stats,
                log, train_set, val_set, max_iter, resume_path, state)
 

@@ -1,4 +1,4 @@
-"""Evaluation speed and the number of distinct input shapes the network sees (bench rows).
+"""Test helpers: evaluation speed and the number of distinct input shapes the network sees.
 
 Each new input shape re-plans a hybridized graph; on a GPU it also re-runs cuDNN autotune and
 leaves buffers of its size in the memory pool. :func:`measure_evaluation` reports both the
@@ -13,9 +13,8 @@ from typing import Any, Dict, List, Sequence, Set, Tuple, Union
 import mxnet as mx
 import numpy as np
 
-from ..data.synthetic import make_synthetic_dataset
-from .inference import output_stride_of
-from .split import evaluate
+from gluon_deeplab.evaluation.inference import output_stride_of
+from gluon_deeplab.evaluation.split import evaluate
 
 
 class ShapeCounter:
@@ -44,14 +43,6 @@ def distinct_sizes(count: int, low: int, high: int, seed: int = 0) -> List[Tuple
         if hw not in sizes:
             sizes.append(hw)
     return sizes
-
-
-def make_multisize_set(root: str, count: int = 20, low: int = 160, high: int = 500,
-                       num_classes: int = 3, seed: int = 0) -> str:
-    """A synthetic set whose val split holds ``count`` images of ``count`` distinct sizes."""
-    return make_synthetic_dataset(root, num_train=1, num_val=count, size=(low, low),
-                                  num_classes=num_classes, seed=seed,
-                                  val_sizes=distinct_sizes(count, low, high, seed))
 
 
 def measure_evaluation(net: Any, dataset: Any, ctxs: Union[mx.Context, Sequence[mx.Context]],
