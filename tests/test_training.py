@@ -102,6 +102,28 @@ def test_a_run_leaves_its_config_as_given_and_logs_what_it_decided(data_dir, tmp
     assert load_checkpoint(str(tmp_path / "out" / "final.params")).args["kvstore"] == "device"
 
 
+def test_the_command_line_checks_the_settings_once(data_dir, tmp_path, monkeypatch):
+    from gluon_deeplab.training import TrainConfig, trainer
+
+    calls = {"check": 0, "contexts": 0}
+    check, contexts = TrainConfig.check, trainer.resolve_contexts
+
+    def counted_check(self):
+        calls["check"] += 1
+        return check(self)
+
+    def counted_contexts(*args, **kwargs):
+        calls["contexts"] += 1
+        return contexts(*args, **kwargs)
+
+    monkeypatch.setattr(TrainConfig, "check", counted_check)
+    monkeypatch.setattr(trainer, "resolve_contexts", counted_contexts)
+    flags = run_args(data_dir, tmp_path / "out", max_iter=1, checkpoint_interval=1)
+    argv = [part for key, value in flags.items() for part in (f"--{key}", str(value))]
+    assert main(argv) == 0
+    assert calls == {"check": 1, "contexts": 1}
+
+
 def test_training_loss_falls(short_run):
     _, out = short_run
     losses = [r["loss"] for r in read_log(out) if r["kind"] == "train"]

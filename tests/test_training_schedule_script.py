@@ -42,3 +42,25 @@ def test_train_sh_runs_phase1_then_phase2_from_its_final_checkpoint(tmp_path):
                                       phase1.params[name].asnumpy(), name)
     assert not np.array_equal(phase2.params["classifier.weight"].asnumpy(),
                               phase1.params["classifier.weight"].asnumpy())
+
+
+def test_train_sh_passes_only_what_is_set_and_what_differs_per_phase(tmp_path):
+    """Unset settings are train.py's defaults: the recipe does not restate them."""
+    fake = tmp_path / "python"
+    fake.write_text('#!/bin/sh\necho "ARGS $*"\n')
+    fake.chmod(0o755)
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("MAX_ITER", "BATCH_SIZE_1", "LR_1", "DATASET", "BACKBONE", "GPUS")}
+    env.update(PYTHON=str(fake), OUTPUT_DIR=str(tmp_path / "runs"))
+    proc = subprocess.run(["sh", os.path.join(ROOT, "sh", "train.sh")], env=env,
+                          capture_output=True, text=True, timeout=30)
+    phase1, phase2 = [line.split()[1:] for line in proc.stdout.splitlines()
+                      if line.startswith("ARGS")]
+    for restated in ("--max_iter", "--batch_size", "--initial_learning_rate", "--weight_decay",
+                     "--dataset", "--base_architecture", "--pre_trained_model", "--crop_size"):
+        assert restated not in phase1, phase1
+    assert phase1[phase1.index("--output_stride") + 1] == "16"
+    flags = dict(zip(phase2, phase2[1:]))
+    assert (flags["--output_stride"], flags["--batch_size"], flags["--initial_learning_rate"],
+            flags["--freeze_batch_norm"]) == ("8", "8", "1e-3", "1")
+    assert flags["--init_checkpoint"].endswith("phase1_os16/final.params")

@@ -20,11 +20,10 @@ from ..data.layouts import (
     train_split_help,
     val_dataset_help,
 )
-from ..devices import resolve_contexts
 from ..models import OUTPUT_STRIDES
 from .config import DEFAULT_AUX_WEIGHT, DEFAULT_MAX_ITER, TrainConfig
-from .mixed_precision import amp_dtype
-from .multi_device import SYNCBN_BELOW, check_devices
+from .errors import SettingsError
+from .multi_device import SYNCBN_BELOW
 from .trainer import TrainingError, train
 
 D = TrainConfig()  # the defaults
@@ -198,17 +197,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     """Parse the flags, train, print where the final checkpoint is."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        config = config_from_args(args)
-        ctxs = resolve_contexts(config.gpus, config.cpu_devices)
-        check_devices(config.batch_size, len(ctxs), config.syncbn,
-                      bool(config.freeze_batch_norm))
-        if config.amp:
-            amp_dtype(ctxs)  # a one-line error before anything starts where AMP cannot run
-    except ValueError as err:  # a bad value, not a malformed command line: no usage
+    try:  # train() checks the settings once, before anything starts
+        result = train(TrainConfig.from_mapping(vars(args)))
+    except SettingsError as err:  # a bad value, not a malformed command line: no usage
         parser.exit(2, f"{parser.prog}: error: {err}\n")
-    try:
-        result = train(config)
     except (TrainingError, ValueError, FileNotFoundError, OSError) as err:
         print(f"{parser.prog}: error: {err}", file=sys.stderr)
         return 1

@@ -23,7 +23,7 @@ from ..devices import resolve_contexts
 from ..evaluation import evaluate
 from ..files import atomic_write
 from .config import TrainConfig, as_config
-from .errors import TrainingDiverged, TrainingError
+from .errors import SettingsError, TrainingDiverged, TrainingError
 from .lock import FolderLock
 from .loss import SegmentationLoss
 from .mixed_precision import describe_amp, init_amp, init_amp_trainer
@@ -70,11 +70,16 @@ def train(settings: Union[TrainConfig, Mapping[str, Any]]) -> Dict[str, Any]:
     start (existing run without --resume, a checkpoint of another run, a folder in use by
     another trainer) and :class:`TrainingDiverged` on a NaN/inf loss or weights.
     """
-    asked = as_config(settings)  # a checked copy: the caller's settings stay as they are
-    ctxs = resolve_contexts(asked.gpus, asked.cpu_devices)  # before anything heavy starts
-    plan = RunPlan(plan_devices(asked, ctxs), asked.data_plan(), asked)
-    args = plan.config()  # what the run uses and its checkpoints record
-    amp_dtype = init_amp(ctxs) if args.amp else None  # before the model is built
+    try:  # every check of the settings, once, before anything starts
+        asked = as_config(settings)  # a checked copy: the caller's settings stay as they are
+        ctxs = resolve_contexts(asked.gpus, asked.cpu_devices)
+        plan = RunPlan(plan_devices(asked, ctxs), asked.data_plan(), asked)
+        args = plan.config()  # what the run uses and its checkpoints record
+        amp_dtype = init_amp(ctxs) if args.amp else None  # before the model is built
+    except SettingsError:
+        raise
+    except ValueError as err:
+        raise SettingsError(str(err)) from None
     dist = Distributed(args.kvstore)
     if not dist.chief:  # only the chief writes to the output folder
         return _train(args, ctxs, dist, amp_dtype, plan)
