@@ -1,8 +1,9 @@
 """The layout registry: each dataset layout declares itself once (a ``LayoutSpec``), and the
 loaders, defaults, hints, checks and ``--help`` texts read it from here.
 
-A layout module registers its specs with :func:`register_layout` when imported; code outside
-the package does the same to add a layout (see docs/add-a-dataset-layout.md).
+A layout's module defines its spec beside its factory; ``registry`` registers the built-in
+ones with :func:`register_layout` in one line, and code outside the package calls it to add
+its own (docs/add-a-dataset-layout.md).
 """
 
 from __future__ import annotations
