@@ -123,6 +123,10 @@ PROMISES = {
     "import mxnet as mx\nimport gluon_deeplab as gd": Promise(),
     "import mxnet as mx\nfrom mxnet.gluon import nn\n\nimport gluon_deeplab as gd": Promise(
         ("runs/oneconv/final.params", "runs/oneconv_export/deeplab-symbol.json"), (r"\(4,\)",)),
+    # docs/add-a-dataset-layout.md: a layout registered from outside the package
+    "import os\n\nimport numpy as np\nfrom PIL import Image\n\nfrom gluon_deeplab.data import "
+    "LayoutSpec": Promise(("runs/toy/final.params", "runs/toy_export/deeplab-meta.json"),
+                          (r"mIoU [\d.]+ per class \{'ground'",)),
 }
 TIMEOUT_S = 300
 COMMANDS = all_commands()

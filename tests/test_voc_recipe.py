@@ -292,10 +292,10 @@ def test_download_from_an_unresolvable_host_is_one_line_and_writes_nothing(tmp_p
 
 # -- names and the errors of defaults -----------------------------------------------------------
 def test_voc_sbd_is_the_sbd_layout_and_vocaug_its_old_name(gluoncv_root):
-    from gluon_deeplab.data import DATASET_CHOICES, DATASET_NAMES
+    from gluon_deeplab.data import layout_choices, layout_names
 
-    assert "voc_sbd" in DATASET_NAMES and "vocaug" not in DATASET_NAMES
-    assert "vocaug" in DATASET_CHOICES
+    assert "voc_sbd" in layout_names() and "vocaug" not in layout_names()
+    assert "vocaug" in layout_choices()
     sbd, alias = (get_dataset(n, gluoncv_root, "train_aug") for n in ("voc_sbd", "vocaug"))
     assert sbd.name == alias.name == "voc_sbd:train_aug" and sbd.ids == alias.ids == TRAIN_AUG
 

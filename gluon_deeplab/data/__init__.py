@@ -6,6 +6,16 @@ from .base import SegmentationDataset, read_list
 from .folder import folder_dataset
 from .hints import explain_data_error, layouts_in
 from .io import DataError, read_image, read_label_any, read_label_mat, read_label_png
+from .layouts import (
+    LayoutSpec,
+    canonical_dataset_name,
+    get_layout,
+    layout_choices,
+    layout_metavar,
+    layout_names,
+    register_layout,
+    registered_layouts,
+)
 from .loader import (
     SeededBatchSampler,
     SegmentationLoader,
@@ -16,9 +26,6 @@ from .loader import (
     make_dataloader,
 )
 from .registry import (
-    DATASET_CHOICES,
-    DATASET_NAMES,
-    canonical_dataset_name,
     check_disjoint,
     default_data_dir,
     get_dataset,
@@ -49,7 +56,9 @@ from .voc import (
 )
 
 __all__ = [
-    "DATASET_CHOICES", "DATASET_NAMES", "VOC_CLASSES", "canonical_dataset_name", "check_disjoint",
+    "LayoutSpec", "get_layout", "layout_choices", "layout_metavar", "layout_names",
+    "register_layout", "registered_layouts", "VOC_CLASSES", "canonical_dataset_name",
+    "check_disjoint",
     "default_data_dir", "explain_data_error", "gluoncv_voc_root", "layouts_in",
     "read_label_any", "train_val_datasets", "IGNORE_LABEL", "MEAN", "PAD_COLOUR", "PAD_ERROR",
     "STD", "DataError", "SegmentationDataset", "SeededBatchSampler", "SegmentationLoader",

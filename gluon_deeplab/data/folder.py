@@ -7,6 +7,7 @@ import os
 from typing import Optional
 
 from .base import SegmentationDataset, pair_samples, read_list
+from .layouts import LayoutSpec
 
 # Where the folder layout looks under ROOT (the --image_dir, --label_dir, --list_file flags).
 FOLDER_LAYOUT = {"image_dir": "images", "label_dir": "labels", "list_file": "{split}.txt"}
@@ -30,6 +31,9 @@ def folder_dataset(root: str, split: str = "train", num_classes: Optional[int] =
     samples = pair_samples(read_list(list_path), image_dir, label_dir, label_ext, list_path,
                             kwargs.get("skip_bad", False))
     return SegmentationDataset(samples, num_classes=num_classes, name=f"folder:{split}", **kwargs)
+
+
+FOLDER_SPEC = LayoutSpec("folder", folder_dataset, options=tuple(FOLDER_LAYOUT))
 
 
 def add_folder_arguments(parser: argparse._ActionsContainer) -> None:

@@ -7,25 +7,17 @@ import os
 from typing import Any, List, Optional, Sequence, Tuple
 
 from .io import DataError
-from .registry import canonical_dataset_name
-from .synthetic import META_FILE
-from .voc import GLUONCV_LAYOUTS, find_sbd, find_voc2012, gluoncv_voc_root
+from .layouts import canonical_dataset_name, registered_layouts
+from .registry import default_data_dir
 
 
 def layouts_in(root: Optional[str]) -> List[str]:
-    """The layouts whose folders ``root`` holds (for error hints)."""
+    """The layouts whose folders ``root`` holds (for error hints), the last registered first:
+    a later layout is the more specific (a synthetic set also looks like VOC 2012)."""
     if not root or not os.path.isdir(root):
         return []
-    found = []
-    if os.path.isfile(os.path.join(root, META_FILE)):
-        found.append("synthetic")
-    if os.path.isdir(os.path.join(root, "SegmentationClassAug")):
-        found.append("voc_aug")
-    if find_sbd(root):
-        found.append("voc_sbd")
-    if "synthetic" not in found and find_voc2012(root):  # synthetic sets use VOC's layout
-        found.append("voc")
-    return found
+    return [spec.name for spec in reversed(registered_layouts())
+            if spec.detect is not None and spec.detect(root)]
 
 
 def explain_data_error(err: Exception, script: str, defaults: Sequence[Tuple[str, Any]],
@@ -33,7 +25,7 @@ def explain_data_error(err: Exception, script: str, defaults: Sequence[Tuple[str
                        dataset_flag: str = "--dataset") -> DataError:
     """``err`` (a dataset that cannot be read) followed by what the user did not choose: the
     flags whose defaults were used, and the ``dataset_flag`` value that reads ``root`` when it
-    holds another layout (or that download_voc.py fills gluoncv's empty root)."""
+    holds another layout (or the layout's hint for its empty default root)."""
     text = str(err)
     if defaults:
         flags = " and ".join(f"{flag} {value}" for flag, value in defaults)
@@ -41,9 +33,10 @@ def explain_data_error(err: Exception, script: str, defaults: Sequence[Tuple[str
                 f"default{'s' if len(defaults) > 1 else ''}"
     found = layouts_in(root)
     dataset = canonical_dataset_name(dataset)
+    hint = {spec.name: spec.missing_hint for spec in registered_layouts()}.get(dataset)
     if found and dataset not in found:
         text += f"; {root} holds a {found[0]} set: pass {dataset_flag} {found[0]}"
-    elif not found and dataset in GLUONCV_LAYOUTS and root and \
-            os.path.abspath(root) == os.path.abspath(gluoncv_voc_root()):
-        text += "; scripts/download_voc.py downloads VOC 2012 and SBD there"
+    elif not found and hint and root and \
+            os.path.abspath(root) == os.path.abspath(default_data_dir(dataset)):
+        text += "; " + hint
     return DataError(text)

@@ -1,68 +1,50 @@
-"""The dataset registry: layout name -> builder, the old names, ``get_dataset``, the default
-data folders and the train/val pairing (``train_val_datasets``)."""
+"""Reading datasets by layout name: ``get_dataset``, the default data folders and class names,
+and the train/val pairing (``train_val_datasets``), all from the specs in ``layouts``."""
 
 from __future__ import annotations
 
 import os
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from .base import SegmentationDataset, numbered_classes
-from .folder import folder_dataset
+from .folder import FOLDER_SPEC
 from .io import DataError
-from .synthetic import synthetic_classes
-from .synthetic_reader import synthetic_dataset
+from .layouts import get_layout, register_layout
+from .synthetic_reader import SYNTHETIC_SPEC
 from .transforms import IGNORE_LABEL
-from .voc import (
-    GLUONCV_LAYOUTS,
-    VOC_CLASSES,
-    VOC_FAMILY,
-    gluoncv_voc_root,
-    sbd_dataset,
-    voc_aug_dataset,
-    voc_dataset,
-)
+from .voc import VOC_LAYOUTS
 
-LEGACY_DATA_DIR = "./VOCdevkit_aug"
-# name -> builder(root, split, **options) of a SegmentationDataset
-_FACTORIES: Dict[str, Callable[..., SegmentationDataset]] = {
-    "voc": voc_dataset, "voc_sbd": sbd_dataset, "voc_aug": voc_aug_dataset,
-    "folder": folder_dataset, "synthetic": synthetic_dataset}
-DATASET_ALIASES = {"vocaug": "voc_sbd"}  # the SBD layout's first name
-DATASET_NAMES = tuple(_FACTORIES)
-DATASET_CHOICES = DATASET_NAMES + tuple(DATASET_ALIASES)  # what --dataset accepts
-
-
-def canonical_dataset_name(name: str) -> str:
-    """The name of a layout, ``vocaug`` being the old name of ``voc_sbd``."""
-    return DATASET_ALIASES.get(name, name)
+# The built-in layouts, in the order --help lists them; a new one adds its spec here.
+for _spec in VOC_LAYOUTS + (FOLDER_SPEC, SYNTHETIC_SPEC):
+    register_layout(_spec)
 
 
 def default_classes(num_classes: int, dataset: Optional[str] = None) -> List[str]:
     """The class names a dataset layout gives ``num_classes`` classes (what a model trained on
-    it predicts, for files that do not record them): a synthetic set's, VOC's 21 (also when
-    the layout is unknown), else ``class0``, ``class1``, ..."""
-    name = canonical_dataset_name(dataset) if dataset else None
-    if name == "synthetic":
-        return synthetic_classes(num_classes)
-    if name in (None,) + tuple(VOC_FAMILY) and num_classes == len(VOC_CLASSES):
-        return list(VOC_CLASSES)
-    return numbered_classes(num_classes)
+    it predicts, for files that do not record them): the layout's own (VOC's 21 also when the
+    layout is not known), else ``class0``, ``class1``, ..."""
+    try:
+        spec = get_layout(dataset or "voc")
+    except ValueError:  # a layout this process has not registered
+        return numbered_classes(num_classes)
+    names = spec.classes(num_classes) if spec.classes else None
+    return list(names) if names else numbered_classes(num_classes)
 
 
 def default_data_dir(dataset: str) -> str:
-    """``--data_dir`` when not given: gluoncv's root for voc and voc_sbd, else ./VOCdevkit_aug."""
-    return gluoncv_voc_root() if canonical_dataset_name(dataset) in GLUONCV_LAYOUTS \
-        else LEGACY_DATA_DIR
+    """``--data_dir`` when not given: the layout's default folder (gluoncv's root for voc and
+    voc_sbd, else ./VOCdevkit_aug)."""
+    return get_layout(dataset).default_data_dir()
 
 
 def check_disjoint(train: SegmentationDataset, val: SegmentationDataset, limit: int = 5) -> None:
     """Refuse a validation set sharing images with the training set (DataError naming ids).
 
-    VOC-family datasets (voc, voc_sbd, voc_aug) compare image ids, which name the same image
-    across layouts; other datasets compare the image files themselves.
+    Datasets of one layout family (voc, voc_sbd, voc_aug) compare image ids, which name the
+    same image across its layouts; other datasets compare the image files themselves.
     """
-    family = {ds.name.split(":")[0] for ds in (train, val)}
-    if family <= set(VOC_FAMILY):
+    family = {get_layout(ds.name.split(":")[0]).family for ds in (train, val)}
+    if len(family) == 1 and None not in family:
         val_keys = set(val.ids)
         shared = [i for i in train.ids if i in val_keys]
     else:
@@ -92,7 +74,7 @@ def train_val_datasets(dataset: str, data_dir: Optional[str], train_split: str,
     classes. ``folder_options`` (image_dir, label_dir, list_file) go to the 'folder' sets.
     """
     def options(name: str) -> Dict[str, str]:
-        return dict(folder_options or {}) if name == "folder" else {}
+        return {k: v for k, v in (folder_options or {}).items() if k in get_layout(name).options}
 
     data_dir = data_dir or default_data_dir(dataset)
     train = get_dataset(dataset, data_dir, train_split, mode="train", crop_size=crop_size,
@@ -113,16 +95,14 @@ def train_val_datasets(dataset: str, data_dir: Optional[str], train_split: str,
 def get_dataset(name: str, root: str, split: str = "train", mode: str = "train",
                 crop_size: Union[int, Sequence[int]] = 513, num_classes: Optional[int] = None,
                 ignore_label: int = IGNORE_LABEL, **options) -> SegmentationDataset:
-    """A ``SegmentationDataset`` of layout ``name`` ('voc', 'voc_sbd' (alias 'vocaug'),
-    'voc_aug', 'folder', 'synthetic') under ``root``. ``options``: skip_bad, scale_range, flip,
-    blur_prob, classes, and per layout: voc_root (voc_sbd); image_dir, label_dir, list_file,
-    label_ext (folder); num_train, num_val, size, seed (synthetic generation)."""
-    name = canonical_dataset_name(name)
-    if name not in _FACTORIES:
-        raise ValueError(f"unknown dataset {name!r}; expected one of {', '.join(DATASET_NAMES)}")
-    if not os.path.isdir(root) and name != "synthetic":  # synthetic: its own message
+    """A ``SegmentationDataset`` of a registered layout ``name`` (e.g. 'voc', 'voc_sbd' (alias
+    'vocaug'), 'voc_aug', 'folder', 'synthetic') under ``root``. ``options``: skip_bad,
+    scale_range, flip, blur_prob, classes, and per layout: voc_root (voc_sbd); image_dir,
+    label_dir, list_file, label_ext (folder); num_train, num_val, size, seed (synthetic)."""
+    spec = get_layout(name)
+    if not os.path.isdir(root) and spec.needs_root:
         raise DataError(f"{root}: dataset root folder not found")
     if num_classes is not None:
         options["num_classes"] = num_classes
-    return _FACTORIES[name](root, split, mode=mode, crop_size=crop_size,
-                            ignore_label=ignore_label, **options)
+    return spec.factory(root, split, mode=mode, crop_size=crop_size, ignore_label=ignore_label,
+                        **options)

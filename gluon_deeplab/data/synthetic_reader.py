@@ -8,7 +8,8 @@ from typing import Optional
 
 from .base import SegmentationDataset, pair_samples, read_list, split_file
 from .io import DataError
-from .synthetic import FORMAT, META_FILE, make_synthetic_dataset
+from .layouts import LayoutSpec
+from .synthetic import FORMAT, META_FILE, make_synthetic_dataset, synthetic_classes
 
 
 def read_synthetic_meta(root: str) -> Optional[dict]:
@@ -49,3 +50,8 @@ def synthetic_dataset(root: str, split: str = "train", num_classes: Optional[int
                             kwargs.get("skip_bad", False))
     return SegmentationDataset(samples, num_classes=meta["num_classes"], classes=meta["classes"],
                                name=f"synthetic:{split}", **kwargs)
+
+
+SYNTHETIC_SPEC = LayoutSpec(
+    "synthetic", synthetic_dataset, classes=synthetic_classes, needs_root=False,
+    detect=lambda root: os.path.isfile(os.path.join(root, META_FILE)))

@@ -16,13 +16,13 @@ import mxnet as mx
 
 from .base import SegmentationDataset, first_dir, pair_samples, read_list, split_file
 from .io import DataError, read_label_any, read_label_mat
+from .layouts import LayoutSpec
+from .synthetic import META_FILE
 
 VOC_CLASSES = (
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair",
     "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
     "train", "tvmonitor")
-VOC_FAMILY = ("voc", "voc_sbd", "voc_aug")  # ids are VOC image ids, comparable across layouts
-GLUONCV_LAYOUTS = ("voc", "voc_sbd")  # the layouts of gluoncv's VOC root (download_voc.py's)
 
 
 def gluoncv_voc_root() -> str:
@@ -178,3 +178,27 @@ def voc_aug_dataset(root: str, split: str = "train_aug", **kwargs) -> Segmentati
                             kwargs.get("skip_bad", False))
     _voc_classes(kwargs)
     return SegmentationDataset(samples, name=f"voc_aug:{split}", **kwargs)
+
+
+def _voc_names(num_classes: int) -> Optional[List[str]]:
+    return list(VOC_CLASSES) if num_classes == len(VOC_CLASSES) else None
+
+
+def _holds_voc2012(root: str) -> bool:  # a synthetic set uses VOC's layout: not VOC 2012
+    return bool(find_voc2012(root)) and not os.path.isfile(os.path.join(root, META_FILE))
+
+
+# The family shares VOC image ids (comparable across layouts); voc and voc_sbd live in
+# gluoncv's VOC root (download_voc.py's), voc_aug in the folder of the SegmentationClassAug zip.
+_GLUONCV = dict(data_dir=gluoncv_voc_root, family="voc", classes=_voc_names,
+                data_dir_text="gluoncv's $MXNET_HOME/datasets/voc, i.e. ~/.mxnet/datasets/voc",
+                missing_hint="scripts/download_voc.py downloads VOC 2012 and SBD there")
+VOC_LAYOUTS = (
+    LayoutSpec("voc", voc_dataset, detect=_holds_voc2012, summary="VOC 2012", **_GLUONCV),
+    LayoutSpec("voc_sbd", sbd_dataset, aliases=("vocaug",), train_split="train_aug",
+               val_dataset="voc", detect=lambda root: bool(find_sbd(root)), **_GLUONCV,
+               summary="VOC 2012 + SBD's .mat labels as scripts/download_voc.py and gluoncv "
+                       "lay them out; old name vocaug"),
+    LayoutSpec("voc_aug", voc_aug_dataset, train_split="train_aug", family="voc",
+               classes=_voc_names, summary="SegmentationClassAug PNGs",
+               detect=lambda root: os.path.isdir(os.path.join(root, "SegmentationClassAug"))))

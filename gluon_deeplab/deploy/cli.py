@@ -8,7 +8,7 @@ import sys
 from typing import List, Optional
 
 from ..cli_help import DefaultsHelpFormatter
-from ..data import DATASET_CHOICES, DATASET_NAMES
+from ..data import layout_choices, layout_metavar
 from ..models import OUTPUT_STRIDES
 from .exporting import EXPORT_DTYPES
 from .int8 import (
@@ -60,8 +60,8 @@ def build_export_parser() -> argparse.ArgumentParser:
     q = p.add_argument_group("INT8 (oneDNN post-training quantization)")
     q.add_argument("--int8", action="store_true", help="export an INT8 model (= --dtype int8)")
     q.add_argument("--calib_data_dir", help="dataset root for calibration images")
-    q.add_argument("--calib_dataset", default=DEFAULT_CALIB_DATASET, choices=DATASET_CHOICES,
-                   metavar="{" + ",".join(DATASET_NAMES) + "}",
+    q.add_argument("--calib_dataset", default=DEFAULT_CALIB_DATASET, choices=layout_choices(),
+                   metavar=layout_metavar(),
                    help="dataset layout of --calib_data_dir")
     q.add_argument("--calib_split", default="train", help="split to take calibration images from")
     q.add_argument("--num_calib_images", type=int, default=DEFAULT_NUM_CALIB_IMAGES,

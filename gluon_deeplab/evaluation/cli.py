@@ -8,8 +8,9 @@ import argparse
 from typing import Optional, Sequence
 
 from ..cli_help import DefaultsHelpFormatter
-from ..data import DATASET_CHOICES, DATASET_NAMES
+from ..data import layout_choices, layout_metavar
 from ..data.folder import add_folder_arguments
+from ..data.layouts import data_dir_help
 from ..models import OUTPUT_STRIDES
 from .config import EvalConfig
 from .inference import FUSIONS
@@ -70,12 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--exported", metavar="PREFIX",
                         help="exported model (PREFIX-symbol.json + PREFIX-0000.params; fp32, "
                              "bf16 or INT8): the mIoU of the model you ship")
-    parser.add_argument("--data_dir", default=D.data_dir,
-                        help="dataset root folder (default: gluoncv's $MXNET_HOME/datasets/voc, "
-                             "i.e. ~/.mxnet/datasets/voc, for voc and voc_sbd; else "
-                             "./VOCdevkit_aug)")
-    parser.add_argument("--dataset", default=D.dataset, choices=DATASET_CHOICES,
-                        metavar="{" + ",".join(DATASET_NAMES) + "}",
+    parser.add_argument("--data_dir", default=D.data_dir, help=data_dir_help())
+    parser.add_argument("--dataset", default=D.dataset, choices=layout_choices(),
+                        metavar=layout_metavar(),
                         help="dataset layout (default voc: VOC 2012, on whose val split "
                              "train.py validates by default; voc_sbd's old name vocaug is "
                              "accepted)")

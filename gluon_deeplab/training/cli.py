@@ -12,8 +12,14 @@ import sys
 from typing import List, Optional
 
 from ..cli_help import DefaultsHelpFormatter
-from ..data import DATASET_CHOICES, DATASET_NAMES
+from ..data import layout_choices, layout_metavar
 from ..data.folder import add_folder_arguments
+from ..data.layouts import (
+    data_dir_help,
+    dataset_help,
+    train_split_help,
+    val_dataset_help,
+)
 from ..models import OUTPUT_STRIDES, describe_heads, head_spec
 from .config import DEFAULT_AUX_WEIGHT, DEFAULT_MAX_ITER, TrainConfig
 from .errors import SettingsError
@@ -89,21 +95,13 @@ def _model_flags(g: argparse._ArgumentGroup) -> None:
 
 def _data_flags(g: argparse._ArgumentGroup) -> None:
     """Dataset layout, folders, splits and loading."""
-    g.add_argument("--dataset", default=D.dataset, choices=DATASET_CHOICES,
-                   metavar="{" + ",".join(DATASET_NAMES) + "}",
-                   help="layout: voc (VOC 2012), voc_sbd (VOC 2012 + SBD's .mat labels as "
-                        "scripts/download_voc.py and gluoncv lay them out; old name vocaug), "
-                        "voc_aug (SegmentationClassAug PNGs), folder, synthetic")
-    g.add_argument("--data_dir", default=D.data_dir,
-                   help="dataset root folder (default: gluoncv's $MXNET_HOME/datasets/voc, "
-                        "i.e. ~/.mxnet/datasets/voc, for voc and voc_sbd; else ./VOCdevkit_aug)")
-    g.add_argument("--train_split", default=D.train_split,
-                   help="training split (default train_aug for voc_sbd and voc_aug, else train)")
+    g.add_argument("--dataset", default=D.dataset, choices=layout_choices(),
+                   metavar=layout_metavar(), help=dataset_help())
+    g.add_argument("--data_dir", default=D.data_dir, help=data_dir_help())
+    g.add_argument("--train_split", default=D.train_split, help=train_split_help())
     g.add_argument("--val_split", default=D.val_split, help="validation split")
-    g.add_argument("--val_dataset", default=D.val_dataset, choices=DATASET_CHOICES,
-                   metavar="{" + ",".join(DATASET_NAMES) + "}",
-                   help="layout of the validation set, on which best.params is chosen "
-                        "(default: voc, i.e. VOC 2012 val, for voc_sbd; else --dataset)")
+    g.add_argument("--val_dataset", default=D.val_dataset, choices=layout_choices(),
+                   metavar=layout_metavar(), help=val_dataset_help())
     g.add_argument("--val_data_dir", default=D.val_data_dir,
                    help="root folder of the validation set (default: --data_dir)")
     g.add_argument("--crop_size", type=_positive_int, default=D.crop_size,

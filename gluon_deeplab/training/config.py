@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
-from ..data import canonical_dataset_name, default_data_dir
+from ..data import default_data_dir, get_layout
 from ..data.folder import FOLDER_LAYOUT
 from ..models import (
     OUTPUT_STRIDES,
@@ -27,9 +27,6 @@ NO_RESUME = ("", "-1", "none")
 DEFAULT_MAX_ITER = 30000
 DEFAULT_AUX_WEIGHT = 0.4
 KVSTORES = ("device", "local", "nccl", "dist_sync", "dist_device_sync", "dist_sync_device")
-DEFAULT_TRAIN_SPLITS = {"voc_aug": "train_aug", "voc_sbd": "train_aug"}
-# SBD's own val overlaps train_aug: the recipe validates on VOC 2012 val, in the same root.
-DEFAULT_VAL_DATASETS = {"voc_sbd": "voc"}
 
 
 @dataclass(frozen=True)
@@ -115,9 +112,9 @@ class TrainConfig:
         """Normalize (seed spellings, defaults that depend on other flags) and check the
         values in place; a bad value is a ValueError that names its flag. Returns ``self``."""
         self.base_architecture = canonical_backbone_name(self.base_architecture)
-        self.dataset = canonical_dataset_name(self.dataset)
+        self.dataset = get_layout(self.dataset).name  # unknown: an error naming the flag
         if self.val_dataset:
-            self.val_dataset = canonical_dataset_name(self.val_dataset)
+            self.val_dataset = get_layout(self.val_dataset, "--val_dataset").name
         check_output_stride(self.output_stride, OUTPUT_STRIDES, "--output_stride")
         _check_head(self.aspp_or_vortex)
         for name in ("freeze_batch_norm", "hybridize", "progress"):
@@ -157,12 +154,12 @@ class TrainConfig:
             data_dir = default_data_dir(self.dataset)
             used.append(("--data_dir", data_dir))
         val_dataset = self.val_dataset
-        if self.val_interval > 0 and not val_dataset and self.dataset in DEFAULT_VAL_DATASETS:
-            val_dataset = DEFAULT_VAL_DATASETS[self.dataset]
+        layout = get_layout(self.dataset)
+        if self.val_interval > 0 and not val_dataset and layout.val_dataset:
+            val_dataset = layout.val_dataset
             used.append(("--val_dataset", val_dataset))
-        return DataPlan(data_dir, self.train_split or DEFAULT_TRAIN_SPLITS.get(self.dataset,
-                                                                                 "train"),
-                        val_dataset, tuple(used))
+        return DataPlan(data_dir, self.train_split or layout.train_split, val_dataset,
+                        tuple(used))
 
     def _check_length(self) -> None:
         if self.train_epochs is not None:
