@@ -202,3 +202,24 @@ def test_resume_of_a_run_folder_continues_from_its_newest_checkpoint(data_dir, t
     assert main(flags(data_dir, tmp_path / "other", "--resume", str(empty))) == 1
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert f"--resume {empty}: the folder holds no checkpoint" in error
+
+
+def test_resuming_from_another_folder_reads_each_checkpoint_once(data_dir, tmp_path,
+                                                                  monkeypatch):
+    from gluon_deeplab import checkpoint
+
+    run_a, run_b = tmp_path / "a", tmp_path / "b"
+    assert main(flags(data_dir, run_a, "--checkpoint_interval", "1")) == 0
+    a_first = str(run_a / "checkpoint-00000001.params")
+    assert main(flags(data_dir, run_b, "--resume", a_first)) == 0  # b now holds run a
+    reads = []
+    real = checkpoint.load_checkpoint
+
+    def counted(path):
+        reads.append(os.path.basename(path))
+        return real(path)
+
+    for module in ("run_folder", "run_setup", "trainer"):
+        monkeypatch.setattr(f"gluon_deeplab.training.{module}.load_checkpoint", counted)
+    assert main(flags(data_dir, run_b, "--resume", a_first)) == 0
+    assert reads.count("checkpoint-00000001.params") == 1, reads

@@ -5,7 +5,7 @@ from __future__ import annotations
 import glob
 import os
 import re
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 from ..checkpoint import BEST, FINAL, Checkpoint, load_checkpoint
 
@@ -63,17 +63,19 @@ def run_id_of(checkpoint: Checkpoint) -> Optional[str]:
     return checkpoint.extra.get(RUN_ID)
 
 
-def same_run(path: str, output_dir: str) -> bool:
+def same_run(path: str, output_dir: str,
+             read: Callable[[str], Checkpoint] = load_checkpoint) -> bool:
     """Whether checkpoint ``path`` belongs to the run in ``output_dir`` (a file of that folder,
-    or the same run id as the folder's newest checkpoint)."""
+    or the same run id as the folder's newest checkpoint); ``read`` loads a checkpoint (the
+    trainer passes one that keeps what it read, so the run does not read ``path`` again)."""
     if os.path.dirname(os.path.realpath(path)) == os.path.realpath(output_dir):
         return True
     existing = run_files(output_dir)
     if not existing:
         return True
     theirs = latest_checkpoint(output_dir) or existing[0]
-    ours = run_id_of(load_checkpoint(path))
-    return ours is not None and ours == run_id_of(load_checkpoint(theirs))
+    ours = run_id_of(read(path))
+    return ours is not None and ours == run_id_of(read(theirs))
 
 
 def prune_checkpoints(output_dir: str, keep: int) -> List[str]:

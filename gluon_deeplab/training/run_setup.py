@@ -13,7 +13,7 @@ from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 import mxnet as mx
 from tqdm import tqdm
 
-from ..checkpoint import Checkpoint
+from ..checkpoint import Checkpoint, load_checkpoint
 from ..data import DataError, default_num_workers, explain_data_error, train_val_datasets
 from ..models import (
     build_model,
@@ -54,9 +54,11 @@ class Distributed:
         return self.rank == 0
 
 
-def find_start(args: TrainConfig, say: Say) -> Optional[str]:
+def find_start(args: TrainConfig, say: Say,
+               read: Callable[[str], Checkpoint] = load_checkpoint) -> Optional[str]:
     """The checkpoint to resume from (None: fresh start); refuses to overwrite a run: a fresh
-    start in a folder that holds one, or a checkpoint of another run resumed into it."""
+    start in a folder that holds one, or a checkpoint of another run resumed into it (read
+    with ``read``)."""
     out = args.output_dir
     existing = run_files(out)
     names = ", ".join(os.path.basename(p) for p in existing[:3])
@@ -76,7 +78,7 @@ def find_start(args: TrainConfig, say: Say) -> Optional[str]:
             say(f"--resume {args.resume} is a run folder: continuing from {path}")
         elif not os.path.isfile(path):
             raise FileNotFoundError(f"--resume {path}: no such checkpoint file or run folder")
-        if not same_run(path, out):
+        if not same_run(path, out, read):
             raise TrainingError(
                 f"--resume {path} is a checkpoint of another run than the one in {out} "
                 f"({names}); resume it into its own folder or into an empty --output_dir "

@@ -7,6 +7,7 @@ validation and checkpoints; ``_finish`` writes the final checkpoint and the resu
 
 from __future__ import annotations
 
+import functools
 import os
 import uuid
 from dataclasses import dataclass, field
@@ -179,7 +180,8 @@ def _prepare_run(args: TrainConfig, ctxs: Sequence[mx.Context], dist: Distribute
                  amp_dtype: Optional[str], plan: RunPlan, say: Console) -> Run:
     """Everything before the first iteration, in the order a user fixes problems: the run
     folder, the data, then the starting weights, the model, the optimizer and the log."""
-    resume_path = find_start(args, say)
+    read = functools.lru_cache(maxsize=2)(load_checkpoint)  # each file read and checked once
+    resume_path = find_start(args, say, read)
     for note in plan.devices.notes:
         say(note)
     if amp_dtype and dist.chief:  # one bf16 probe per machine, not one per worker at once
@@ -196,7 +198,7 @@ def _prepare_run(args: TrainConfig, ctxs: Sequence[mx.Context], dist: Distribute
         warn_few_images_batchnorm(args.batch_size, len(ctxs), bool(args.freeze_batch_norm),
                                   args.syncbn)
     source = resume_path or args.init_checkpoint
-    ckpt = load_checkpoint(source) if source else None
+    ckpt = read(source) if source else None
     net = build_net(args, ctxs, train_set.num_classes, pretrained, ckpt)
     state, optimizer_states = _start_state(net, ckpt, args, resume_path, say)
     if args.hybridize:
