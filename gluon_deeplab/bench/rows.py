@@ -13,7 +13,7 @@ import os
 from typing import Callable, Dict, List, Optional
 
 from .config import BenchConfig
-from .runner import FAILED, BenchRow, ratio, row, run_case, versus_fused
+from .runner import BenchRow, ratio, row, run_case, versus_fused
 
 REFERENCE_BACKBONE = "resnet50_v2"  # gluoncv's DeepLabV3 and the PyTorch peer run ResNet-50
 
@@ -223,15 +223,14 @@ def _amp_cast_rows(config: BenchConfig) -> List[BenchRow]:
     for stride in config.output_strides:
         name = (f"AMP activation casts per step {config.backbone} {config.heads[0]} "
                 f"crop {config.train_crop} OS {stride}")
-        try:
-            found, _, _ = run_case("amp_casts", backbone=config.backbone, head=config.heads[0],
-                                   stride=stride, crop=config.train_crop)
-        except (RuntimeError, TimeoutError) as err:
-            rows.append(BenchRow("amp_casts", name, None, "casts", note=f"{FAILED} {err}"))
-            continue
-        rows.append(BenchRow("amp_casts", name, 2 * found["activations"], "casts",
-                             note=f"{2 * found['elements'] / 1e6:.2f} M elements/image; "
-                                  f"{found['weights']} weight casts"))
+        this = row("amp_casts", name, "amp_casts", "casts", backbone=config.backbone,
+                   head=config.heads[0], stride=stride, crop=config.train_crop)
+        found = this.value  # the case's counts, or None where it failed (the note says why)
+        if found is not None:
+            this.value = 2 * found["activations"]
+            this.note = (f"{2 * found['elements'] / 1e6:.2f} M elements/image; "
+                         f"{found['weights']} weight casts")
+        rows.append(this)
     return rows
 
 

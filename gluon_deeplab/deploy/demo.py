@@ -21,7 +21,7 @@ import gradio as gr  # noqa: E402
 from fastapi import FastAPI  # noqa: E402
 
 from ..data.synthetic import make_sample  # noqa: E402
-from ..evaluation.colormap import colorize  # noqa: E402
+from ..evaluation.colormap import colorize, voc_colormap  # noqa: E402
 from ..evaluation.visualize import overlay  # noqa: E402
 from .payloads import RequestError  # noqa: E402
 from .serve import ModelService  # noqa: E402
@@ -35,7 +35,7 @@ EXAMPLE_CLASSES = 5  # the quick start's synthetic set
 def legend_html(mask: np.ndarray, classes: List[str]) -> str:
     """One swatch in the class's VOC colour per class present, with its share of the pixels."""
     counts = np.bincount(mask.ravel(), minlength=len(classes))
-    colours = colorize(np.arange(len(classes), dtype=np.uint8)[None])[0]
+    colours = voc_colormap()
     items = []
     for k in np.flatnonzero(counts):
         r, g, b = (int(c) for c in colours[k])

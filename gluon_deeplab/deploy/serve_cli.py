@@ -77,16 +77,16 @@ def run_service(argv: Optional[List[str]], demo_path: Optional[str], command: st
     parser = build_serve_parser(demo=demo_path == "/")
     args = parser.parse_args(argv)
     _check_args(parser, args)
-    missing = _missing(list(SERVE_PACKAGES))
+    missing, no_gradio = _missing(list(SERVE_PACKAGES)), bool(_missing([DEMO_PACKAGE]))
     if getattr(args, "no_demo", False):
         demo_path = None
-    if demo_path == "/" and _missing([DEMO_PACKAGE]):
+    if demo_path == "/" and no_gradio:
         missing.append(DEMO_PACKAGE)
     if missing:
         extra = "demo" if DEMO_PACKAGE in missing else "serve"
         parser.exit(2, f"{command}: error: needs {', '.join(missing)}: "
                        f"pip install -e '.[{extra}]'\n")
-    if demo_path and _missing([DEMO_PACKAGE]):
+    if demo_path and no_gradio:
         print(f"{command}: no demo at {demo_path} (pip install -e '.[demo]' adds it)",
               file=sys.stderr)
         demo_path = None

@@ -21,7 +21,6 @@ from .segmenter import Segmenter
 from .visualize import overlay, panel, save_rgb
 
 OUTPUT_FOLDERS = ("masks", "overlays", "panels")
-VIDEO_BATCH = 4  # frames a batch (all frames of a video share one padded shape)
 
 
 def collect_images(inputs: Sequence[str]) -> List[str]:

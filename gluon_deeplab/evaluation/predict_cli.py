@@ -12,11 +12,12 @@ from ..cli_help import DefaultsHelpFormatter
 from ..devices import resolve_contexts
 from ..paths import check_writable
 from .cli import add_crf_arguments, add_inference_arguments
-from .predict import VIDEO_BATCH, check_outputs, collect_images, label_paths, predict_images
+from .predict import check_outputs, collect_images, label_paths, predict_images
 from .run import crf_from_settings, parse_scales
 from .segmenter import Segmenter, open_segmenter
 from .video import DEFAULT_FPS, VIDEO_EXTS, is_video, predict_video
 
+VIDEO_BATCH = 4  # frames a batch (all frames of a video share one padded shape)
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
